@@ -1,0 +1,197 @@
+"""Command, event and query buses.
+
+A bus turns a message object into an :class:`~ecotone_django.messages.Envelope`
+(headers propagated from the message being handled, if any), finds its
+handlers, runs synchronous ones in the tenant's context and transaction, and
+hands asynchronous ones — one envelope per handler — to the outbox of the
+tenant's database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+
+from . import serialization
+from .clock import now
+from .conf import get_config
+from .exceptions import InvalidMetadataError, MessageTooLargeError, MissingTenantError, NoHandlerError
+from .handlers import (
+    COMMAND,
+    EVENT,
+    INTERNAL,
+    QUERY,
+    Handler,
+    Registry,
+    call_handler,
+    current_envelope,
+    get_registry,
+    handling,
+)
+from .messages import CAUSATION_ID, CORRELATION_ID, TIMESTAMP, Envelope, message_name, uuid7
+from .tenancy import alias_for, tenant_context
+
+RESERVED_METADATA = ("delay", "deliver_at")
+MAX_DELAY = timedelta(days=3660)
+
+
+def _delivery_time(metadata: Mapping[str, Any]) -> datetime | None:
+    delay, deliver_at = metadata.get("delay"), metadata.get("deliver_at")
+    if delay is not None and deliver_at is not None:
+        raise InvalidMetadataError("give either 'delay' or 'deliver_at', not both")
+    if deliver_at is not None:
+        if not isinstance(deliver_at, datetime):
+            raise InvalidMetadataError(f"'deliver_at' must be a datetime, got {type(deliver_at).__name__}")
+        if deliver_at.tzinfo is None or deliver_at.utcoffset() is None:
+            raise InvalidMetadataError("'deliver_at' must be timezone-aware (a naive datetime is ambiguous)")
+        if deliver_at - now() > MAX_DELAY:
+            raise InvalidMetadataError(f"'deliver_at' {deliver_at.isoformat()} is more than {MAX_DELAY.days} days away")
+        return deliver_at
+    if delay is not None:
+        if isinstance(delay, bool) or not isinstance(delay, timedelta | int | float):
+            raise InvalidMetadataError(f"'delay' must be a timedelta or seconds, got {delay!r}")
+        delta = delay if isinstance(delay, timedelta) else timedelta(seconds=delay)
+        if delta < timedelta(0):
+            raise InvalidMetadataError(f"'delay' must not be negative, got {delta}")
+        if delta > MAX_DELAY:
+            raise InvalidMetadataError(f"'delay' of {delta} is more than {MAX_DELAY.days} days")
+        return now() + delta
+    return None
+
+
+def build_envelope(message: Any, metadata: Mapping[str, Any] | None) -> tuple[Envelope, datetime | None]:
+    """The envelope of ``message``: propagated headers, then ``metadata``; plus its delivery time."""
+    metadata = dict(metadata or {})
+    for key in metadata:
+        if not isinstance(key, str):
+            raise InvalidMetadataError(f"metadata keys are header names (str), got {key!r}")
+    available_at = _delivery_time(metadata)
+    message_id = str(uuid7())
+    headers: dict[str, Any] = {}
+    parent = current_envelope()
+    tenancy = get_config().tenancy
+    if parent is not None:
+        if tenancy is not None and tenancy.header in parent.headers:
+            headers[tenancy.header] = parent.headers[tenancy.header]
+        headers[CORRELATION_ID] = parent.headers.get(CORRELATION_ID, parent.id)
+        headers[CAUSATION_ID] = parent.id
+    headers.update({k: v for k, v in metadata.items() if k not in RESERVED_METADATA})
+    headers.setdefault(CORRELATION_ID, message_id)
+    headers[TIMESTAMP] = now().isoformat()
+    if tenancy is not None and headers.get(tenancy.header) in (None, ""):
+        raise MissingTenantError(
+            f"{message_name(type(message))} was sent without the {tenancy.header!r} header; tenancy is "
+            f"configured, so pass metadata={{{tenancy.header!r}: ...}} (handlers' buses propagate it)"
+        )
+    return Envelope(type=message_name(type(message)), payload=None, headers=headers, id=message_id), available_at
+
+
+def tenant_of(envelope: Envelope) -> str | None:
+    tenancy = get_config().tenancy
+    if tenancy is None:
+        return None
+    value = envelope.headers.get(tenancy.header)
+    return None if value is None else str(value)
+
+
+def invoke(handler: Handler, message: Any, envelope: Envelope, registry: Registry) -> Any:
+    """Run ``handler`` for ``message`` in the message's tenant context, then follow its output channel."""
+    with tenant_context(tenant_of(envelope)), handling(envelope):
+        if handler.is_saga:
+            from .sagas import handle_saga_message
+
+            result = handle_saga_message(handler, message, envelope, registry)
+        else:
+            result = call_handler(handler, message, envelope, registry)
+        if handler.output_channel is not None and result is not None:
+            send_to_channel(handler.output_channel, result)
+    return result
+
+
+def _dispatch(
+    handler: Handler, message: Any, envelope: Envelope, available_at: datetime | None, registry: Registry
+) -> Any:
+    """Run a synchronous handler now, or enqueue a copy of the message for an asynchronous one."""
+    delay_at = available_at
+    if handler.delay is not None:
+        delay_at = max(delay_at or now(), now() + handler.delay)
+    if handler.is_async or delay_at is not None:
+        from .outbox import enqueue
+
+        channel = handler.channel or get_config().default_channel
+        if channel is None:
+            raise InvalidMetadataError(
+                f"{handler.id} is synchronous; a delayed message needs @asynchronous or ECOTONE['DEFAULT_CHANNEL']"
+            )
+        enqueue(_with_payload(envelope, message), handler, channel, delay_at)
+        return None
+    alias = alias_for(tenant_of(envelope))
+    with transaction.atomic(using=alias):
+        return invoke(handler, message, envelope, registry)
+
+
+def _with_payload(envelope: Envelope, message: Any) -> Envelope:
+    if envelope.payload is not None:
+        return envelope
+    full = Envelope(envelope.type, serialization.to_primitive(message), envelope.headers, envelope.id)
+    limit = get_config().max_message_bytes
+    size = len(full.encode().encode())
+    if size > limit:
+        raise MessageTooLargeError(f"{envelope.type} encodes to {size} bytes; ECOTONE['MAX_MESSAGE_BYTES'] is {limit}")
+    return full
+
+
+class CommandBus:
+    """Send a command to its one handler; returns its result when the handler is synchronous."""
+
+    def send(self, command: Any, metadata: Mapping[str, Any] | None = None) -> Any:
+        registry = get_registry()
+        handler = registry.single(type(command), COMMAND)
+        envelope, available_at = build_envelope(command, metadata)
+        return _dispatch(handler, command, envelope, available_at, registry)
+
+
+class EventBus:
+    """Publish an event to every handler subscribed to its class (or a base class)."""
+
+    def publish(self, event: Any, metadata: Mapping[str, Any] | None = None) -> None:
+        registry = get_registry()
+        envelope, available_at = build_envelope(event, metadata)
+        handlers = registry.for_message(type(event), EVENT)
+        if not handlers:
+            return
+        if any(h.is_async or h.delay for h in handlers) or available_at is not None:
+            envelope = _with_payload(envelope, event)
+        alias = alias_for(tenant_of(envelope))
+        with transaction.atomic(using=alias):
+            for handler in handlers:
+                _dispatch(handler, event, envelope, available_at, registry)
+
+
+class QueryBus:
+    """Ask a query of its one (synchronous) handler and return the answer."""
+
+    def send(self, query: Any, metadata: Mapping[str, Any] | None = None) -> Any:
+        registry = get_registry()
+        handler = registry.single(type(query), QUERY)
+        envelope, _ = build_envelope(query, metadata)
+        return invoke(handler, query, envelope, registry)
+
+
+def send_to_channel(name: str, message: Any, metadata: Mapping[str, Any] | None = None) -> None:
+    """Send ``message`` to the internal handlers listening on input channel ``name`` (pipelines)."""
+    registry = get_registry()
+    handlers = [h for h in registry.for_input_channel(name) if h.kind == INTERNAL]
+    if not handlers:
+        raise NoHandlerError(f"no @internal_handler listens on {name!r}")
+    envelope, available_at = build_envelope(message, metadata)
+    for handler in handlers:
+        _dispatch(handler, message, envelope, available_at, registry)
+
+
+command_bus = CommandBus()
+event_bus = EventBus()
+query_bus = QueryBus()

@@ -1,0 +1,150 @@
+"""System checks: configuration mistakes are errors with ids ``ecotone.E001``…, never silent.
+
+- E001  the ECOTONE setting is invalid
+- E002  two handlers for one command or query
+- E003  a tenant's database alias is missing from DATABASES
+- E004  a handler or setting names an unknown channel
+- E005  a @delayed handler has no channel (no @asynchronous and no DEFAULT_CHANNEL)
+- E006  TENANCY is configured but TenantRouter is not in DATABASE_ROUTERS
+- E007  a channel's BACKEND or OPTIONS are invalid
+- E008  handlers could not be loaded (a bad declaration)
+- E009  an asynchronous query handler (queries answer synchronously)
+- E010  @deduplicated or @delayed on a synchronous handler without a channel to run on
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, register
+
+from .exceptions import ConfigurationError, UnknownChannelError
+
+ROUTER = "ecotone_django.routers.TenantRouter"
+
+
+@register(Tags.compatibility, Tags.database)
+def check_ecotone(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from .conf import get_config
+
+    try:
+        config = get_config()
+    except ConfigurationError as exc:
+        return [Error(str(exc), id="ecotone.E001", hint="See the Settings section of the ecotone_django README.")]
+    errors: list[CheckMessage] = []
+    errors += _check_tenancy(config)
+    errors += _check_channels(config)
+    errors += _check_handlers(config)
+    return errors
+
+
+def _check_tenancy(config: Any) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    if config.tenancy is None:
+        return errors
+    for tenant, alias in sorted(config.tenancy.connections.items()):
+        if alias not in settings.DATABASES:
+            errors.append(
+                Error(
+                    f"tenant {tenant!r} maps to database alias {alias!r}, which is not in DATABASES",
+                    hint=f"Add {alias!r} to DATABASES or fix ECOTONE['TENANCY']['CONNECTIONS'].",
+                    id="ecotone.E003",
+                )
+            )
+    if config.tenancy.default_connection not in settings.DATABASES:
+        errors.append(
+            Error(
+                f"ECOTONE['TENANCY']['DEFAULT_CONNECTION'] is {config.tenancy.default_connection!r}, not in DATABASES",
+                id="ecotone.E003",
+            )
+        )
+    if ROUTER not in [
+        r if isinstance(r, str) else f"{type(r).__module__}.{type(r).__qualname__}" for r in settings.DATABASE_ROUTERS
+    ]:
+        errors.append(
+            Error(
+                "ECOTONE['TENANCY'] is configured but the tenant router is not installed",
+                hint=f"Add {ROUTER!r} to DATABASE_ROUTERS.",
+                id="ecotone.E006",
+            )
+        )
+    return errors
+
+
+def _check_channels(config: Any) -> list[CheckMessage]:
+    from .channels import channels
+
+    errors: list[CheckMessage] = []
+    for name in config.channels:
+        try:
+            channel = channels[name]
+            for target in channel.targets():
+                if target != name:
+                    channels.concrete(target)
+        except UnknownChannelError as exc:
+            errors.append(Error(f"channel {name!r} routes to an unknown channel: {exc}", id="ecotone.E004"))
+        except ConfigurationError as exc:
+            errors.append(Error(f"channel {name!r}: {exc}", id="ecotone.E007"))
+    if config.default_channel is not None and config.default_channel not in config.channels:
+        errors.append(
+            Error(
+                f"ECOTONE['DEFAULT_CHANNEL'] is {config.default_channel!r}, which ECOTONE['CHANNELS'] does not define",
+                hint=f"Defined channels: {', '.join(sorted(config.channels)) or 'none'}.",
+                id="ecotone.E004",
+            )
+        )
+    return errors
+
+
+def _check_handlers(config: Any) -> list[CheckMessage]:
+    from .handlers import COMMAND, QUERY, get_registry
+
+    try:
+        registry = get_registry()
+    except ConfigurationError as exc:
+        return [Error(f"cannot load message handlers: {exc}", id="ecotone.E008")]
+    errors: list[CheckMessage] = []
+    owners: dict[tuple[str, type], list[str]] = defaultdict(list)
+    for handler in registry:
+        if handler.kind in (COMMAND, QUERY) and handler.message_type is not None:
+            owners[(handler.kind, handler.message_type)].append(handler.id)
+        if handler.channel is not None and handler.channel not in config.channels:
+            errors.append(
+                Error(
+                    f"{handler.id} is @asynchronous({handler.channel!r}), but no such channel is configured",
+                    hint=f"Defined channels: {', '.join(sorted(config.channels)) or 'none'}.",
+                    id="ecotone.E004",
+                )
+            )
+        if handler.delay is not None and handler.channel is None and config.default_channel is None:
+            errors.append(
+                Error(
+                    f"{handler.id} is @delayed but has no channel to wait on",
+                    hint="Add @asynchronous('<channel>') to it or its class, or set ECOTONE['DEFAULT_CHANNEL'].",
+                    id="ecotone.E005",
+                )
+            )
+        if handler.kind == QUERY and handler.channel is not None:
+            errors.append(
+                Error(f"{handler.id} is an asynchronous query handler; queries answer synchronously", id="ecotone.E009")
+            )
+        if handler.dedup_key is not None and handler.channel is None and handler.delay is None:
+            errors.append(
+                Error(
+                    f"{handler.id} is @deduplicated but synchronous; deduplication applies to asynchronous handlers",
+                    hint="Add @asynchronous('<channel>').",
+                    id="ecotone.E010",
+                )
+            )
+    for (kind, cls), ids in owners.items():
+        if len(ids) > 1:
+            errors.append(
+                Error(
+                    f"{len(ids)} {kind} handlers for {cls.__module__}.{cls.__qualname__}: {', '.join(sorted(ids))}",
+                    hint=f"A {kind} has exactly one handler; an event may have many.",
+                    id="ecotone.E002",
+                )
+            )
+    return errors

@@ -1,0 +1,83 @@
+"""Every error ecotone_django raises, rooted at :class:`EcotoneError`.
+
+Configuration mistakes also subclass Django's ``ImproperlyConfigured`` so that
+existing error handling for bad settings catches them.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class EcotoneError(Exception):
+    """Base class of every ecotone_django error."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigurationError(EcotoneError, ImproperlyConfigured):
+    """The ECOTONE setting or a handler declaration is invalid."""
+
+
+class HandlerDeclarationError(ConfigurationError):
+    """A handler is declared in a way that cannot work."""
+
+
+class UnknownChannelError(ConfigurationError):
+    """A handler or setting names a channel that ECOTONE["CHANNELS"] does not define."""
+
+
+class MessageError(EcotoneError):
+    """A message could not be sent, decoded or handled."""
+
+
+class ConversionError(MessageError):
+    """A payload does not fit its message class."""
+
+    def __init__(self, type_name: str, field: str, reason: str) -> None:
+        self.type_name = type_name
+        self.field = field
+        self.reason = reason
+        where = f" field {field!r}" if field else ""
+        super().__init__(f"cannot convert {type_name}{where}: {reason}")
+
+
+class DecodeError(MessageError):
+    """A message body is not a valid ecotone_django envelope."""
+
+
+class UnknownMessageTypeError(MessageError):
+    """The message names a type that no handler or registered class knows."""
+
+
+class NoHandlerError(MessageError):
+    """No handler is registered for this message."""
+
+
+class MissingTenantError(MessageError):
+    """Tenancy is configured but the message carries no tenant header."""
+
+
+class MessageTooLargeError(MessageError):
+    """The encoded message is larger than ECOTONE["MAX_MESSAGE_BYTES"]."""
+
+
+class InvalidMetadataError(MessageError):
+    """Send metadata is invalid (a bad delay, a naive deliver_at, a non-string header name)."""
+
+
+class HandlerTimeoutError(MessageError):
+    """The handler ran longer than the worker's time limit."""
+
+
+class SagaNotFoundError(MessageError):
+    """An event arrived for a saga that does not exist."""
+
+
+class ConcurrencyError(EcotoneError):
+    """A saga was changed by another transaction since it was loaded (its version moved)."""
+
+
+class DuplicateMessageError(EcotoneError):
+    """This handler already handled this message (inbox hit); raised internally to roll back."""

@@ -1,0 +1,57 @@
+"""``manage.py consume_channel NAME`` — one worker command for every channel kind."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ...channels import channels
+from ...exceptions import ConfigurationError
+from ...worker import Worker
+
+
+class Command(BaseCommand):
+    help = (
+        "Consume a channel (database, broker or dynamic): run its handlers until stopped. "
+        "SIGTERM/SIGINT finish the message in hand, then exit 0. Also relays the outbox unless --no-relay."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("channels", nargs="+", metavar="NAME", help="channel name(s) from ECOTONE['CHANNELS']")
+        parser.add_argument("--concurrency", type=int, default=1, help="consumer threads per channel (default 1)")
+        parser.add_argument("--limit", type=int, default=None, help="exit after this many messages")
+        parser.add_argument(
+            "--time-limit", type=float, default=None, help="seconds a handler may run before it fails (concurrency 1)"
+        )
+        parser.add_argument("--stop-when-empty", action="store_true", help="exit once no message is due")
+        parser.add_argument(
+            "--tenant", action="append", default=None, dest="tenants", help="only this tenant's messages (repeatable)"
+        )
+        parser.add_argument("--no-relay", action="store_true", help="do not run the outbox relay in this process")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["concurrency"] < 1:
+            raise CommandError("--concurrency must be at least 1")
+        try:
+            for name in options["channels"]:
+                channels.concrete(name)
+            worker = Worker(
+                options["channels"],
+                tenants=options["tenants"],
+                limit=options["limit"],
+                time_limit=options["time_limit"],
+                stop_when_empty=options["stop_when_empty"],
+                relay=not options["no_relay"],
+                concurrency=options["concurrency"],
+                progress=lambda line: self.stdout.write(line),
+            )
+        except ConfigurationError as exc:
+            raise CommandError(str(exc)) from exc
+        logging.getLogger("ecotone_django").info("consuming %s", ", ".join(options["channels"]))
+        worker.install_signal_handlers()
+        self.stdout.write(f"consuming {', '.join(options['channels'])} (pid ready)")
+        self.stdout.flush()
+        stats = worker.run()
+        self.stdout.write(f"stopped: {stats.line()}")

@@ -1,0 +1,181 @@
+"""The transactional outbox and its relay.
+
+:func:`enqueue` writes one row in the tenant's database, inside the caller's
+transaction: a rollback leaves no message. For broker channels the sending
+process publishes its committed rows right after commit (``on_commit`` hooked
+with ``using=`` the tenant's alias, not only ``default``); whatever that misses
+— a crash between commit and publish, a broker outage, a delay not yet due —
+the :class:`Relay` sweeps later.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+
+from django.db import close_old_connections, transaction
+from django.db.models import QuerySet
+
+from .channels import channels
+from .clock import now
+from .conf import get_config
+from .handlers import Handler
+from .messages import Envelope
+from .models import OutboxMessage
+from .tenancy import alias_for
+
+logger = logging.getLogger("ecotone_django.outbox")
+
+_pending = threading.local()
+
+
+def _pending_ids(alias: str) -> list[int]:
+    if not hasattr(_pending, "by_alias"):
+        _pending.by_alias = defaultdict(list)
+    ids: list[int] = _pending.by_alias[alias]
+    return ids
+
+
+def enqueue(
+    envelope: Envelope,
+    handler: Handler,
+    channel_name: str,
+    available_at: datetime | None,
+    *,
+    attempts: int = 0,
+    last_error: str = "",
+) -> OutboxMessage:
+    """Store ``envelope`` for ``handler`` on the concrete channel ``channel_name`` resolves to."""
+    from .bus import tenant_of
+
+    concrete = channels[channel_name].resolve(envelope)
+    tenant = tenant_of(envelope)
+    alias = alias_for(tenant)
+    moment = now()
+    row = OutboxMessage.objects.using(alias).create(
+        message_id=envelope.id,
+        channel=concrete,
+        handler=handler.id,
+        message_type=envelope.type,
+        tenant=tenant or "",
+        body=envelope.encode(),
+        available_at=available_at or moment,
+        attempts=attempts,
+        created_at=moment,
+        last_error=last_error[:2000],
+    )
+    if channels[concrete].is_broker and row.available_at <= moment:
+        _pending_ids(alias).append(row.pk)
+        transaction.on_commit(lambda: publish_pending(alias), using=alias, robust=True)
+    return row
+
+
+def publish_pending(alias: str) -> None:
+    """After commit: publish the rows this thread just committed on ``alias`` (the fast path)."""
+    ids = _pending_ids(alias)
+    if not ids:
+        return
+    batch = list(ids)
+    ids.clear()
+    try:
+        publish_rows(alias, OutboxMessage.objects.using(alias).filter(pk__in=batch))
+    except Exception as exc:  # the relay retries; the sender's request must not fail after its commit
+        relay_health.failed(alias, exc)
+    else:
+        relay_health.succeeded(alias)
+
+
+def publish_rows(alias: str, candidates: QuerySet[OutboxMessage]) -> int:
+    """Lock ``candidates`` (skipping rows another publisher holds), publish them, delete them."""
+    with transaction.atomic(using=alias):
+        rows = list(candidates.select_for_update(skip_locked=True))
+        if not rows:
+            return 0
+        by_channel: dict[str, list[OutboxMessage]] = defaultdict(list)
+        for row in rows:
+            by_channel[row.channel].append(row)
+        for name, group in by_channel.items():
+            channels[name].publish(group)  # type: ignore[attr-defined]
+        OutboxMessage.objects.using(alias).filter(pk__in=[r.pk for r in rows]).delete()
+    return len(rows)
+
+
+class RelayHealth:
+    """Logs a broker outage once when it starts and once when it ends, not once per message."""
+
+    def __init__(self) -> None:
+        self._down: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def failed(self, alias: str, exc: BaseException) -> None:
+        with self._lock:
+            if alias not in self._down:
+                self._down[alias] = time.monotonic()
+                logger.warning(
+                    "publishing from %r failed (%s: %s); the relay will retry", alias, type(exc).__name__, exc
+                )
+
+    def succeeded(self, alias: str) -> None:
+        with self._lock:
+            started = self._down.pop(alias, None)
+        if started is not None:
+            logger.warning("publishing from %r works again after %.1f s", alias, time.monotonic() - started)
+
+    def is_down(self, alias: str) -> bool:
+        return alias in self._down
+
+
+relay_health = RelayHealth()
+
+
+class Relay:
+    """Publishes due broker-channel rows of every tenant database, in batches, with backoff on failure."""
+
+    def __init__(
+        self,
+        aliases: Sequence[str] | None = None,
+        channel_names: Sequence[str] | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        config = get_config()
+        self.aliases = list(aliases or config.database_aliases)
+        broker = [c.name for c in channels.all() if c.is_broker]
+        self.channel_names = [c for c in (channel_names or broker) if c in broker]
+        self.batch_size = batch_size or config.worker.batch_size
+        self._backoff: dict[str, float] = {}
+        self._next_try: dict[str, float] = {}
+
+    def run_once(self) -> int:
+        """One sweep over every database; returns how many messages it published."""
+        if not self.channel_names:
+            return 0
+        published = 0
+        for alias in self.aliases:
+            if time.monotonic() < self._next_try.get(alias, 0.0):
+                continue
+            try:
+                while True:
+                    due = (
+                        OutboxMessage.objects.using(alias)
+                        .filter(channel__in=self.channel_names, available_at__lte=now())
+                        .order_by("available_at", "id")[: self.batch_size]
+                    )
+                    count = publish_rows(alias, due)
+                    published += count
+                    if count < self.batch_size:
+                        break
+            except Exception as exc:
+                relay_health.failed(alias, exc)
+                delay = min(self._backoff.get(alias, 0.5) * 2, 30.0)
+                self._backoff[alias] = delay
+                self._next_try[alias] = time.monotonic() + delay
+                close_old_connections()
+            else:
+                relay_health.succeeded(alias)
+                self._backoff.pop(alias, None)
+                self._next_try.pop(alias, None)
+        return published

@@ -1,0 +1,28 @@
+"""The Celery task that carries ecotone_django messages.
+
+``celery -A proj worker -Q orders_premium`` picks it up through Celery's
+autodiscovery of installed apps' ``tasks`` modules. Run such workers with
+``--prefetch-multiplier 1``; the task acks late and rejects on worker loss, so a
+killed worker's message is redelivered and the inbox makes it count once.
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+from celery.exceptions import Reject
+from django.db import DatabaseError, close_old_connections
+
+from .channels.celery import TASK_NAME
+from .tenancy import alias_for
+from .worker import process
+
+
+@shared_task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def handle(envelope: str, handler_id: str, channel: str, attempts: int = 0) -> str:
+    close_old_connections()
+    try:
+        return process(envelope, handler_id, channel, attempts, fallback_alias=alias_for(None)).value
+    except DatabaseError as exc:
+        raise Reject(f"database unavailable: {exc}", requeue=True) from exc
+    finally:
+        close_old_connections()

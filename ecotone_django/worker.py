@@ -1,0 +1,394 @@
+"""The worker: takes messages from channels and runs their handlers.
+
+:func:`process` is the one path every channel uses for one delivery: decode,
+find the handler, then — in one transaction on the tenant's database — the
+inbox row, the handler body, its saga state and the messages it sends. A
+failure rolls that back and stores a retry (``available_at`` = now + backoff)
+or, after ``RETRY["MAX_ATTEMPTS"]``, a dead letter. Bad input is dead-lettered
+at once. Nothing a handler raises stops the worker.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from django.db import DatabaseError, OperationalError, close_old_connections, connections, transaction
+
+from . import inbox, serialization
+from .bus import invoke, tenant_of
+from .channels import BrokerChannel, channels
+from .clock import now
+from .conf import get_config
+from .exceptions import (
+    ConcurrencyError,
+    ConversionError,
+    DecodeError,
+    HandlerTimeoutError,
+    NoHandlerError,
+    UnknownMessageTypeError,
+)
+from .handlers import Handler, Registry, get_registry
+from .messages import Envelope
+from .models import OutboxMessage
+from .outbox import Relay
+from .retry import dead_letter, describe, safe_text, schedule_retry
+from .tenancy import alias_for
+
+logger = logging.getLogger("ecotone_django.worker")
+
+IMMEDIATE_RETRIES = 3
+
+
+class Outcome(enum.Enum):
+    HANDLED = "handled"
+    DUPLICATE = "duplicate"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+def _message_class(registry: Registry, handler: Handler, envelope: Envelope) -> type:
+    if handler.message_type is not None and envelope.type == handler.message_name:
+        return handler.message_type
+    cls = registry.message_class(envelope.type)
+    if cls is None or (handler.message_type is not None and not issubclass(cls, handler.message_type)):
+        raise UnknownMessageTypeError(f"message type {envelope.type!r} is not known to handler {handler.id}")
+    return cls
+
+
+def process(body: str | bytes, handler_id: str, channel: str, attempts: int, *, fallback_alias: str) -> Outcome:
+    """Handle one delivery of ``body`` for ``handler_id``; never raises for a bad message or a failing handler.
+
+    Database errors outside the handler (a lost connection) do propagate: the
+    caller rolls back and the message is delivered again.
+    """
+    try:
+        envelope = Envelope.decode(body)
+    except DecodeError as exc:
+        dead_letter(
+            fallback_alias,
+            reason=f"undecodable message: {exc}",
+            body=safe_text(body),
+            exc=exc,
+            handler_id=handler_id,
+            channel=channel,
+            attempts=attempts,
+        )
+        return Outcome.DEAD
+    tenant = tenant_of(envelope)
+    alias = alias_for(tenant)
+    text = safe_text(body)
+    if alias not in connections.settings:
+        dead_letter(
+            fallback_alias,
+            reason=f"tenant {tenant!r} maps to database {alias!r}, which DATABASES lacks",
+            body=text,
+            envelope=envelope,
+            handler_id=handler_id,
+            channel=channel,
+            tenant=tenant,
+        )
+        return Outcome.DEAD
+    registry = get_registry()
+    try:
+        handler = registry.get(handler_id)
+        message = serialization.from_primitive(_message_class(registry, handler, envelope), envelope.payload)
+    except (NoHandlerError, UnknownMessageTypeError, ConversionError) as exc:
+        dead_letter(
+            alias,
+            reason=describe(exc)[:255],
+            body=text,
+            exc=exc,
+            envelope=envelope,
+            handler_id=handler_id,
+            channel=channel,
+            attempts=attempts,
+            tenant=tenant,
+        )
+        return Outcome.DEAD
+
+    error: BaseException | None = None
+    for _immediate in range(IMMEDIATE_RETRIES):
+        try:
+            with transaction.atomic(using=alias):
+                if not inbox.record(alias, handler, envelope):
+                    logger.info("duplicate %s for %s skipped", envelope.id, handler.id)
+                    return Outcome.DUPLICATE
+                invoke(handler, message, envelope, registry)
+            return Outcome.HANDLED
+        except ConcurrencyError as exc:
+            error = exc
+            continue
+        except OperationalError as exc:
+            if connections[alias].in_atomic_block:
+                raise  # the claim transaction is gone too; the caller rolls back and retries
+            error = exc
+            continue
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:  # a handler must never kill the worker
+            error = exc
+            break
+    assert error is not None
+    attempts += 1
+    with transaction.atomic(using=alias):
+        if attempts >= get_config().retry.max_attempts:
+            dead_letter(
+                alias,
+                reason=f"failed {attempts} time(s): {describe(error)}"[:255],
+                body=text,
+                exc=error,
+                envelope=envelope,
+                handler_id=handler.id,
+                channel=channel,
+                attempts=attempts,
+                tenant=tenant,
+            )
+            return Outcome.DEAD
+        schedule_retry(alias, envelope, handler, channel, attempts, error)
+    logger.warning("%s failed (attempt %d): %s; retrying later", handler.id, attempts, describe(error))
+    return Outcome.RETRY
+
+
+@dataclass
+class Stats:
+    handled: int = 0
+    duplicates: int = 0
+    retried: int = 0
+    dead: int = 0
+    relayed: int = 0
+    consecutive_failures: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, outcome: Outcome) -> None:
+        with self.lock:
+            if outcome is Outcome.HANDLED:
+                self.handled += 1
+                self.consecutive_failures = 0
+            elif outcome is Outcome.DUPLICATE:
+                self.duplicates += 1
+            elif outcome is Outcome.RETRY:
+                self.retried += 1
+                self.consecutive_failures += 1
+            else:
+                self.dead += 1
+                self.consecutive_failures += 1
+
+    @property
+    def total(self) -> int:
+        return self.handled + self.duplicates + self.retried + self.dead
+
+    def line(self) -> str:
+        return (
+            f"handled={self.handled} duplicates={self.duplicates} retried={self.retried} "
+            f"dead={self.dead} relayed={self.relayed}"
+        )
+
+
+class _TimeLimit:
+    """Raise HandlerTimeoutError in the handler if it runs past ``seconds`` (main thread only)."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds if seconds and threading.current_thread() is threading.main_thread() else None
+
+    def _expired(self, signum: int, frame: FrameType | None) -> None:
+        raise HandlerTimeoutError(f"handler exceeded the time limit of {self.seconds} s")
+
+    def __enter__(self) -> None:
+        if self.seconds:
+            signal.signal(signal.SIGALRM, self._expired)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.seconds:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+class Worker:
+    """Consumes the concrete channels behind ``channel_names`` from every tenant database, fairly."""
+
+    def __init__(
+        self,
+        channel_names: Sequence[str],
+        *,
+        tenants: Sequence[str] | None = None,
+        limit: int | None = None,
+        time_limit: float | None = None,
+        stop_when_empty: bool = False,
+        relay: bool = True,
+        concurrency: int = 1,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        config = get_config()
+        concrete: list[str] = []
+        for name in channel_names:
+            concrete.extend(c for c in channels.concrete(name) if c not in concrete)
+        self.database_channels = [c for c in concrete if not channels[c].is_broker]
+        self.broker_channels = [ch for ch in map(channels.__getitem__, concrete) if isinstance(ch, BrokerChannel)]
+        self.tenants = list(tenants or [])
+        self.aliases = (
+            list(dict.fromkeys(alias_for(t) for t in self.tenants)) if self.tenants else list(config.database_aliases)
+        )
+        self.limit = limit
+        self.time_limit = time_limit
+        self.stop_when_empty = stop_when_empty
+        self.relay = Relay(self.aliases) if relay else None
+        self.concurrency = max(1, concurrency)
+        self.progress = progress
+        self.stats = Stats()
+        self._stop = threading.Event()
+        self._next_alias = 0
+        self._alias_lock = threading.Lock()
+        self.poll_interval = config.worker.poll_interval
+
+    # -- control ---------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Finish the message in hand, then return from :meth:`run`."""
+        self._stop.set()
+
+    def should_stop(self) -> bool:
+        if self.limit is not None and self.stats.total >= self.limit:
+            self._stop.set()
+        return self._stop.is_set()
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum: int, frame: FrameType | None) -> None:
+            logger.warning("received %s: finishing the message in hand, then exiting", signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    # -- one delivery ----------------------------------------------------------
+
+    def handle_delivery(
+        self, body: str | bytes, handler_id: str, channel: str, attempts: int, fallback_alias: str
+    ) -> Outcome:
+        with _TimeLimit(self.time_limit):
+            outcome = process(body, handler_id, channel, attempts, fallback_alias=fallback_alias)
+        self.stats.count(outcome)
+        return outcome
+
+    def _slow_down(self) -> None:
+        """After many consecutive failures, take one message at a time with a pause until one succeeds."""
+        if self.stats.consecutive_failures >= get_config().worker.slow_after_failures:
+            self._stop.wait(min(self.poll_interval * 2, 5.0))
+
+    # -- database channels -----------------------------------------------------
+
+    def consume_database_once(self, alias: str) -> bool:
+        """Claim one due row of our database channels in ``alias``, handle it, delete it: one transaction."""
+        with transaction.atomic(using=alias):
+            queryset = (
+                OutboxMessage.objects.using(alias)
+                .select_for_update(skip_locked=True)
+                .filter(channel__in=self.database_channels, available_at__lte=now())
+            )
+            if self.tenants:
+                queryset = queryset.filter(tenant__in=self.tenants)
+            row = queryset.order_by("available_at", "id").first()
+            if row is None:
+                return False
+            OutboxMessage.objects.using(alias).filter(pk=row.pk).delete()
+            self.handle_delivery(row.body, row.handler, row.channel, row.attempts, fallback_alias=alias)
+        return True
+
+    def _poll_databases(self) -> bool:
+        """One round over every database, starting after the one served last (round robin)."""
+        if not self.database_channels:
+            return False
+        with self._alias_lock:
+            start = self._next_alias
+            self._next_alias = (start + 1) % len(self.aliases)
+        found = False
+        for offset in range(len(self.aliases)):
+            if self.should_stop():
+                break
+            alias = self.aliases[(start + offset) % len(self.aliases)]
+            try:
+                found = self.consume_database_once(alias) or found
+            except DatabaseError as exc:
+                logger.warning("polling %r failed (%s); retrying", alias, describe(exc))
+                close_old_connections()
+                self._stop.wait(self.poll_interval)
+            self._slow_down()
+        return found
+
+    # -- loops -----------------------------------------------------------------
+
+    def _database_loop(self) -> None:
+        try:
+            while not self.should_stop():
+                if self._poll_databases():
+                    continue
+                if self.stop_when_empty and not self.broker_channels:
+                    self._stop.set()
+                    break
+                self._stop.wait(self.poll_interval)
+        finally:
+            connections.close_all()
+
+    def _relay_loop(self) -> None:
+        assert self.relay is not None
+        interval = get_config().worker.relay_interval
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.stats.relayed += self.relay.run_once()
+                except Exception as exc:
+                    logger.warning("relay sweep failed: %s", describe(exc))
+                self._stop.wait(interval)
+        finally:
+            connections.close_all()
+
+    def _progress_loop(self) -> None:
+        assert self.progress is not None
+        while not self._stop.wait(5.0):
+            self.progress(self.stats.line())
+
+    def _wait_for_stop(self) -> None:
+        self._stop.wait()
+
+    def run(self) -> Stats:
+        threads: list[threading.Thread] = []
+        if self.relay is not None and self.relay.channel_names:
+            threads.append(threading.Thread(target=self._relay_loop, name="ecotone-relay", daemon=True))
+        if self.progress is not None:
+            threads.append(threading.Thread(target=self._progress_loop, name="ecotone-progress", daemon=True))
+        workers: list[Callable[[], None]] = []
+        for broker in self.broker_channels:
+            workers.extend([lambda b=broker: b.consume(self)] * self.concurrency)  # type: ignore[misc]
+        if self.database_channels:
+            workers.extend([self._database_loop] * self.concurrency)
+        if not workers:
+            workers.append(self._wait_for_stop)  # relay only
+        for thread in threads:
+            thread.start()
+        main, *others = workers
+        extra = [threading.Thread(target=w, name=f"ecotone-worker-{i}", daemon=True) for i, w in enumerate(others)]
+        for thread in extra:
+            thread.start()
+        try:
+            main()
+        finally:
+            self._stop.set()
+            for thread in extra + threads:
+                thread.join(timeout=60)
+            for broker in self.broker_channels:
+                broker.close()
+        return self.stats
+
+
+def sleep_until(predicate: Callable[[], bool], deadline: float) -> bool:
+    """Poll ``predicate`` until true or ``deadline`` (monotonic); used by the demo and the harness."""
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()

@@ -1,0 +1,134 @@
+"""Settings for the test suite.
+
+``ECOTONE_TEST_DB`` picks the database engine for every alias: ``sqlite``
+(default), ``postgres`` or ``mariadb``. Three aliases model the product: the
+shared ``default`` database and two dedicated tenant databases. Worker
+processes started by tests set ``ECOTONE_TEST_SUBPROCESS=1`` so that they
+connect to the test databases pytest-django created.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR = BASE_DIR / "var"
+VAR.mkdir(exist_ok=True)
+
+ENGINE = os.environ.get("ECOTONE_TEST_DB", "sqlite")
+SUBPROCESS = os.environ.get("ECOTONE_TEST_SUBPROCESS") == "1"
+RUN_ID = os.environ.get("ECOTONE_TEST_RUN_ID", "local")
+ALIASES = ("default", "big_corp", "enterprise_x")
+
+
+def _database(alias: str) -> dict[str, object]:
+    name = f"ecotone_{alias}"
+    test_name = f"test_{name}_{RUN_ID}"
+    if ENGINE == "sqlite":
+        path = str(VAR / f"{test_name}.sqlite3")
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": path if SUBPROCESS else str(VAR / f"{name}.sqlite3"),
+            "TEST": {"NAME": path},
+            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 30},
+        }
+    if ENGINE == "postgres":
+        url = urlparse(os.environ.get("POSTGRES_URL") or "postgres://postgres@127.0.0.1:5432/postgres")
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": test_name if SUBPROCESS else name,
+            "USER": url.username or "postgres",
+            "PASSWORD": url.password or "",
+            "HOST": url.hostname or "127.0.0.1",
+            "PORT": url.port or 5432,
+            "TEST": {"NAME": test_name},
+        }
+    if ENGINE == "mariadb":
+        url = urlparse(os.environ.get("MARIADB_URL") or "mysql://root@127.0.0.1:3306/test")
+        return {
+            "ENGINE": "django.db.backends.mysql",
+            "NAME": test_name if SUBPROCESS else name,
+            "USER": url.username or "root",
+            "PASSWORD": url.password or "",
+            "HOST": url.hostname or "127.0.0.1",
+            "PORT": url.port or 3306,
+            "OPTIONS": {"charset": "utf8mb4", "isolation_level": "read committed"},
+            "TEST": {"NAME": test_name, "CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"},
+        }
+    raise RuntimeError(f"ECOTONE_TEST_DB must be sqlite, postgres or mariadb, not {ENGINE!r}")
+
+
+SECRET_KEY = "ecotone-tests-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "ecotone_django",
+    "tests.testapp",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+DATABASES = {alias: _database(alias) for alias in ALIASES}
+DATABASE_ROUTERS = ["ecotone_django.routers.TenantRouter"]
+
+QUEUE_PREFIX = f"ecotone_test_{RUN_ID}_"
+CELERY_BROKER_URL = os.environ.get("RABBITMQ_URL") or "amqp://guest:guest@127.0.0.1:5672//"
+REDIS_BROKER_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+ECOTONE = {
+    "TENANCY": {
+        "HEADER": "tenant",
+        "CONNECTIONS": {"big_corp": "big_corp", "enterprise_x": "enterprise_x"},
+        "DEFAULT_CONNECTION": "default",
+        "TENANT_APPS": ["testapp"],
+    },
+    "CHANNELS": {
+        "db": {"BACKEND": "ecotone_django.channels.DatabaseChannel"},
+        "db_other": {"BACKEND": "ecotone_django.channels.DatabaseChannel"},
+        "rabbit": {"BACKEND": "ecotone_django.channels.CeleryChannel", "OPTIONS": {"queue": f"{QUEUE_PREFIX}rabbit"}},
+        "redis": {
+            "BACKEND": "ecotone_django.channels.CeleryChannel",
+            "OPTIONS": {"queue": f"{QUEUE_PREFIX}redis", "app": "tests.celery_apps.redis_app"},
+        },
+        "orders": {
+            "BACKEND": "ecotone_django.channels.DynamicChannel",
+            "OPTIONS": {"header": "tenant", "mapping": {"big_corp": "rabbit"}, "default": "db"},
+        },
+    },
+    "DEFAULT_CHANNEL": "db",
+    "CELERY_APP": "tests.celery_apps.rabbit_app",
+    "RETRY": {"MAX_ATTEMPTS": 3, "BACKOFF_SECONDS": 0, "MULTIPLIER": 1, "MAX_BACKOFF_SECONDS": 0},
+    "WORKER": {"POLL_INTERVAL": 0.05, "RELAY_INTERVAL": 0.2},
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"ecotone_django": {"handlers": ["console"], "level": os.environ.get("ECOTONE_LOG_LEVEL", "WARNING")}},
+}

@@ -103,7 +103,7 @@ def _check_handlers(config: Any) -> list[CheckMessage]:
 
     try:
         registry = get_registry()
-    except ConfigurationError as exc:
+    except (ConfigurationError, ImportError) as exc:  # ImportError: a typo in HANDLER_MODULES
         return [Error(f"cannot load message handlers: {exc}", id="ecotone.E008")]
     errors: list[CheckMessage] = []
     owners: dict[tuple[str, type], list[str]] = defaultdict(list)

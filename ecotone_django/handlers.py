@@ -295,7 +295,11 @@ def _param_plan(func: Callable[..., Any], qualname: str, skip_first: bool) -> tu
 
 def build_handler(obj: Any, *, module: str, qualname: str, owner: type | None) -> Handler:
     spec = spec_of(obj)
-    assert spec is not None and spec.kind is not None
+    if spec is None or spec.kind is None:
+        found = "no ecotone decorator" if spec is None else "@asynchronous/@delayed/@deduplicated"
+        raise HandlerDeclarationError(
+            f"{module}.{qualname} has {found} but no @command_handler/@event_handler/@query_handler/@internal_handler"
+        )
     func = _func_of(obj)
     if owner is None:
         binding = "function"
@@ -330,7 +334,7 @@ def _declared_in(module: ModuleType) -> Iterator[tuple[Any, str, type | None]]:
     for name, value in vars(module).items():
         if inspect.isclass(value) and value.__module__ == module.__name__:
             for attr, member in vars(value).items():
-                if spec_of(member) is not None and spec_of(member).kind is not None:  # type: ignore[union-attr]
+                if spec_of(member) is not None:  # build_handler rejects a spec without a kind
                     yield member, f"{value.__qualname__}.{attr}", value
         elif inspect.isfunction(value) and value.__module__ == module.__name__:
             spec = spec_of(value)
@@ -372,8 +376,7 @@ class Registry:
         for obj in objects:
             if inspect.isclass(obj):
                 for attr, member in vars(obj).items():
-                    spec = spec_of(member)
-                    if spec is not None and spec.kind is not None:
+                    if spec_of(member) is not None:  # build_handler rejects a spec without a kind
                         registry.add(
                             build_handler(
                                 member, module=obj.__module__, qualname=f"{obj.__qualname__}.{attr}", owner=obj

@@ -67,6 +67,10 @@ class InvalidMetadataError(MessageError):
     """Send metadata is invalid (a bad delay, a naive deliver_at, a non-string header name)."""
 
 
+class ReplayError(MessageError):
+    """A dead letter cannot be replayed; it is kept."""
+
+
 class HandlerTimeoutError(MessageError):
     """The handler ran longer than the worker's time limit."""
 

@@ -1,0 +1,45 @@
+"""``manage.py ecotone_cleanup [--dry-run] [--database ALIAS]`` — delete inbox rows past their retention.
+
+The inbox keeps one row per handled message so that a redelivery is not handled
+twice. After ``ECOTONE["INBOX_RETENTION"]`` (default 7 days) no redelivery is
+expected any more; run this daily, like Django's ``clearsessions``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ... import inbox
+from ...clock import now
+from ...conf import get_config
+from ...models import InboxEntry
+
+
+class Command(BaseCommand):
+    help = "Delete inbox (dedup) rows older than ECOTONE['INBOX_RETENTION'] in every tenant database."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+        parser.add_argument("--database", action="append", dest="aliases", help="only this alias (repeatable)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        config = get_config()
+        aliases = options["aliases"] or list(config.database_aliases)
+        unknown = sorted(set(aliases) - set(config.database_aliases))
+        if unknown:
+            raise CommandError(
+                f"unknown database(s) {', '.join(unknown)}; tenant databases are {', '.join(config.database_aliases)}"
+            )
+        retention = config.inbox_retention
+        total = 0
+        for alias in aliases:
+            if options["dry_run"]:
+                count = InboxEntry.objects.using(alias).filter(handled_at__lt=now() - retention).count()
+            else:
+                count = inbox.cleanup(alias, retention)
+            total += count
+            self.stdout.write(f"{alias}: {count} inbox row(s) older than {retention}")
+        verb = "Would delete" if options["dry_run"] else "Deleted"
+        self.stdout.write(f"{verb} {total} inbox row(s).")

@@ -35,7 +35,7 @@ TOP_LEVEL_KEYS = frozenset(
 TENANCY_KEYS = frozenset({"HEADER", "CONNECTIONS", "DEFAULT_CONNECTION", "TENANT_APPS"})
 CHANNEL_KEYS = frozenset({"BACKEND", "OPTIONS"})
 RETRY_KEYS = frozenset({"MAX_ATTEMPTS", "BACKOFF_SECONDS", "MULTIPLIER", "MAX_BACKOFF_SECONDS"})
-WORKER_KEYS = frozenset({"POLL_INTERVAL", "BATCH_SIZE", "SLOW_AFTER_FAILURES", "RELAY_INTERVAL"})
+WORKER_KEYS = frozenset({"POLL_INTERVAL", "BATCH_SIZE", "CLAIM_SIZE", "SLOW_AFTER_FAILURES", "RELAY_INTERVAL"})
 SAGA_NOT_FOUND_CHOICES = ("drop", "raise")
 
 
@@ -82,9 +82,10 @@ class RetryConfig:
 @dataclass(frozen=True)
 class WorkerConfig:
     poll_interval: float = 0.5
-    batch_size: int = 100
+    batch_size: int = 100  # rows the relay publishes per transaction
     slow_after_failures: int = 10
     relay_interval: float = 1.0
+    claim_size: int = 10  # database-channel messages a worker handles per transaction (one savepoint each)
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,7 @@ def _parse_worker(raw: Any) -> WorkerConfig:
     return WorkerConfig(
         poll_interval=_number(raw.get("POLL_INTERVAL", d.poll_interval), "WORKER.POLL_INTERVAL"),
         batch_size=_number(raw.get("BATCH_SIZE", d.batch_size), "WORKER.BATCH_SIZE", minimum=1, integer=True),
+        claim_size=_number(raw.get("CLAIM_SIZE", d.claim_size), "WORKER.CLAIM_SIZE", minimum=1, integer=True),
         slow_after_failures=_number(
             raw.get("SLOW_AFTER_FAILURES", d.slow_after_failures), "WORKER.SLOW_AFTER_FAILURES", integer=True
         ),

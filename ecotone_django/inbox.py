@@ -1,9 +1,9 @@
 """The inbox: at-least-once delivery, effectively-once handling.
 
 A row (key, handler) is inserted in the handler's transaction, before the
-handler body runs. A redelivered message finds the row — or waits on the
-uniqueness lock of a concurrent first delivery and then finds it — and is
-skipped. The key is the message id, or the business key of ``@deduplicated``.
+handler body runs. A redelivered message hits the unique constraint — or waits
+on the uniqueness lock of a concurrent first delivery and then hits it — and the
+worker, finding the committed row, skips it. The key is the message id, or the business key of ``@deduplicated``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import hashlib
 from datetime import timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
 
 from .clock import now
 from .conf import get_config
@@ -39,18 +38,14 @@ def inbox_key(handler: Handler, envelope: Envelope) -> str:
     return key
 
 
-def record(alias: str, handler: Handler, envelope: Envelope) -> bool:
-    """Insert the inbox row; ``False`` when this handler already handled this message."""
-    key = inbox_key(handler, envelope)
-    try:
-        with transaction.atomic(using=alias):
-            InboxEntry.objects.using(alias).create(key=key, handler=handler.id, handled_at=now())
-    except IntegrityError:
-        # Only a row already in the inbox makes this a duplicate; any other integrity error is real.
-        if InboxEntry.objects.using(alias).filter(key=key, handler=handler.id).exists():
-            return False
-        raise
-    return True
+def record(alias: str, handler: Handler, envelope: Envelope) -> None:
+    """Insert the inbox row inside the handler's transaction (savepoint); a duplicate raises IntegrityError."""
+    InboxEntry.objects.using(alias).create(key=inbox_key(handler, envelope), handler=handler.id, handled_at=now())
+
+
+def already_handled(alias: str, handler: Handler, envelope: Envelope) -> bool:
+    """After an IntegrityError: only a row already in the inbox makes it a duplicate; anything else is real."""
+    return InboxEntry.objects.using(alias).filter(key=inbox_key(handler, envelope), handler=handler.id).exists()
 
 
 def cleanup(alias: str, retention: timedelta | None = None) -> int:

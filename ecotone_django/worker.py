@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from django.db import DatabaseError, OperationalError, close_old_connections, connections, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, close_old_connections, connections, transaction
 
 from . import inbox, serialization
 from .bus import invoke, tenant_of
@@ -118,11 +118,15 @@ def process(body: str | bytes, handler_id: str, channel: str, attempts: int, *, 
     for _immediate in range(IMMEDIATE_RETRIES):
         try:
             with transaction.atomic(using=alias):
-                if not inbox.record(alias, handler, envelope):
-                    logger.info("duplicate %s for %s skipped", envelope.id, handler.id)
-                    return Outcome.DUPLICATE
+                inbox.record(alias, handler, envelope)
                 invoke(handler, message, envelope, registry)
             return Outcome.HANDLED
+        except IntegrityError as exc:
+            if inbox.already_handled(alias, handler, envelope):
+                logger.info("duplicate %s for %s skipped", envelope.id, handler.id)
+                return Outcome.DUPLICATE
+            error = exc  # the handler's own integrity error: a failure like any other
+            break
         except ConcurrencyError as exc:
             error = exc
             continue
@@ -245,6 +249,7 @@ class Worker:
         self._next_alias = 0
         self._alias_lock = threading.Lock()
         self.poll_interval = config.worker.poll_interval
+        self.claim_size = config.worker.claim_size
 
     # -- control ---------------------------------------------------------------
 
@@ -282,25 +287,36 @@ class Worker:
 
     # -- database channels -----------------------------------------------------
 
-    def consume_database_once(self, alias: str) -> bool:
-        """Claim one due row of our database channels in ``alias``, handle it, delete it: one transaction."""
+    def consume_database_batch(self, alias: str) -> int:
+        """Claim up to CLAIM_SIZE due rows in ``alias`` and handle them in one transaction.
+
+        Each message runs in its own savepoint (its effects, inbox row and retry or
+        dead letter); the rows handled are deleted and everything commits at once.
+        A crash rolls the whole batch back and it is delivered again — the inbox
+        makes that safe. Rows claimed but not reached (a stop request) stay queued.
+        """
         with transaction.atomic(using=alias):
-            queryset = (
-                OutboxMessage.objects.using(alias)
-                .select_for_update(skip_locked=True)
-                .filter(channel__in=self.database_channels, available_at__lte=now())
-            )
+            queryset = OutboxMessage.objects.using(alias).select_for_update(skip_locked=True)
+            queryset = queryset.filter(channel__in=self.database_channels, available_at__lte=now())
             if self.tenants:
                 queryset = queryset.filter(tenant__in=self.tenants)
-            row = queryset.order_by("available_at", "id").first()
-            if row is None:
-                return False
-            OutboxMessage.objects.using(alias).filter(pk=row.pk).delete()
-            self.handle_delivery(row.body, row.handler, row.channel, row.attempts, fallback_alias=alias)
-        return True
+            rows = list(queryset.order_by("available_at", "id")[: self.claim_size])
+            done: list[int] = []
+            for row in rows:
+                if done and self.should_stop():
+                    break
+                self.handle_delivery(row.body, row.handler, row.channel, row.attempts, fallback_alias=alias)
+                done.append(row.pk)
+            if done:
+                OutboxMessage.objects.using(alias).filter(pk__in=done).delete()
+        return len(done)
+
+    def consume_database_once(self, alias: str) -> bool:
+        """Handle one batch from ``alias``; ``False`` when nothing was due there."""
+        return self.consume_database_batch(alias) > 0
 
     def _poll_databases(self) -> bool:
-        """One round over every database, starting after the one served last (round robin)."""
+        """One round over every database, starting after the one served first last time (round robin)."""
         if not self.database_channels:
             return False
         with self._alias_lock:

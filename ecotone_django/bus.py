@@ -9,7 +9,7 @@ tenant's database.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,6 +36,15 @@ from .tenancy import alias_for, tenant_context
 
 RESERVED_METADATA = ("delay", "deliver_at")
 MAX_DELAY = timedelta(days=3660)
+
+#: Told of every message a bus sends, before it is dispatched: ``observer(kind, message, envelope)`` with
+#: kind "command", "event", "query" or "internal". Empty unless something listens (ecotone_django.testing).
+observers: list[Callable[[str, Any, Envelope], None]] = []
+
+
+def _notify(kind: str, message: Any, envelope: Envelope) -> None:
+    for observer in list(observers):
+        observer(kind, message, envelope)
 
 
 def _delivery_time(metadata: Mapping[str, Any]) -> datetime | None:
@@ -151,6 +160,8 @@ class CommandBus:
         registry = get_registry()
         handler = registry.single(type(command), COMMAND)
         envelope, available_at = build_envelope(command, metadata)
+        if observers:
+            _notify(COMMAND, command, envelope)
         return _dispatch(handler, command, envelope, available_at, registry)
 
 
@@ -160,6 +171,8 @@ class EventBus:
     def publish(self, event: Any, metadata: Mapping[str, Any] | None = None) -> None:
         registry = get_registry()
         envelope, available_at = build_envelope(event, metadata)
+        if observers:
+            _notify(EVENT, event, envelope)
         handlers = registry.for_message(type(event), EVENT)
         if not handlers:
             return
@@ -178,6 +191,8 @@ class QueryBus:
         registry = get_registry()
         handler = registry.single(type(query), QUERY)
         envelope, _ = build_envelope(query, metadata)
+        if observers:
+            _notify(QUERY, query, envelope)
         return invoke(handler, query, envelope, registry)
 
 
@@ -188,6 +203,8 @@ def send_to_channel(name: str, message: Any, metadata: Mapping[str, Any] | None 
     if not handlers:
         raise NoHandlerError(f"no @internal_handler listens on {name!r}")
     envelope, available_at = build_envelope(message, metadata)
+    if observers:
+        _notify(INTERNAL, message, envelope)
     for handler in handlers:
         _dispatch(handler, message, envelope, available_at, registry)
 

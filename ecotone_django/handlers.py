@@ -313,6 +313,11 @@ def build_handler(obj: Any, *, module: str, qualname: str, owner: type | None) -
     if spec.kind != INTERNAL and message_type is None:
         raise HandlerDeclarationError(f"{module}.{qualname}: annotate the first parameter with the message class")
     channel = spec.channel or (getattr(owner, CLASS_CHANNEL_ATTR, None) if owner else None)
+    if message_type is None and (channel is not None or spec.delay is not None):
+        raise HandlerDeclarationError(
+            f"{module}.{qualname}: an asynchronous pipeline step rebuilds its message from the first parameter's "
+            "annotation; annotate it with the message class"
+        )
     return Handler(
         id=f"{module}.{qualname}",
         kind=spec.kind,

@@ -12,7 +12,6 @@ import hashlib
 from datetime import timedelta
 from typing import Any
 
-
 from .clock import now
 from .conf import get_config
 from .handlers import Handler

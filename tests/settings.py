@@ -19,7 +19,9 @@ VAR.mkdir(exist_ok=True)
 
 ENGINE = os.environ.get("ECOTONE_TEST_DB", "sqlite")
 SUBPROCESS = os.environ.get("ECOTONE_TEST_SUBPROCESS") == "1"
-RUN_ID = os.environ.get("ECOTONE_TEST_RUN_ID", "local")
+# pytest-django imports these settings before tests/conftest.py runs, so the run id is fixed here: the
+# pytest process picks p<pid> and exports it; worker processes it spawns inherit it and find its databases.
+RUN_ID = os.environ.setdefault("ECOTONE_TEST_RUN_ID", f"p{os.getpid()}")
 ALIASES = ("default", "big_corp", "enterprise_x")
 
 
@@ -74,6 +76,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "ecotone_django",
     "tests.testapp",
+    "tests.sagaapp",
 ]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -105,7 +108,7 @@ ECOTONE = {
         "HEADER": "tenant",
         "CONNECTIONS": {"big_corp": "big_corp", "enterprise_x": "enterprise_x"},
         "DEFAULT_CONNECTION": "default",
-        "TENANT_APPS": ["testapp"],
+        "TENANT_APPS": ["testapp", "sagaapp"],
     },
     "CHANNELS": {
         "db": {"BACKEND": "ecotone_django.channels.DatabaseChannel"},

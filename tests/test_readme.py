@@ -1,0 +1,141 @@
+"""Every ``python`` code block of README.md runs here, in order, against the real library.
+
+The settings block is validated by the same parser Django uses; the story
+block is executed as a module whose handlers form the registry; the view block
+sends through that registry; then the harness plays the seed's scenarios.
+"""
+
+import re
+import sys
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from ecotone_django.conf import parse_config
+from ecotone_django.handlers import Registry, build_handler, command_handler, use_registry
+from ecotone_django.testing import MessagingHarness
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+MODULE = "readme_story"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_readme_has_the_blocks_this_test_runs() -> None:
+    blocks = python_blocks()
+    assert len(blocks) == 4, "a new python block in README.md needs a place in tests/test_readme.py"
+    assert "ECOTONE = {" in blocks[0] and "@saga" in blocks[1] and "command_bus.send" in blocks[2]
+    assert "def test_" in blocks[3]
+
+
+def test_the_settings_block_is_a_valid_configuration() -> None:
+    namespace: dict[str, Any] = {}
+    exec(python_blocks()[0], namespace)
+    config = parse_config(namespace["ECOTONE"])
+    assert namespace["DATABASE_ROUTERS"] == ["ecotone_django.routers.TenantRouter"]
+    assert config.alias_for("big_corp") == "big_corp" and config.alias_for("acme") == "default"
+    assert set(config.channels) == {"orders_shared", "orders_premium", "orders"}
+
+
+@pytest.fixture
+def story() -> Iterator[types.ModuleType]:
+    module = types.ModuleType(MODULE)
+    sys.modules[MODULE] = module
+    try:
+        exec(compile(python_blocks()[1], f"{MODULE}.py", "exec"), module.__dict__)
+        yield module
+    finally:
+        del sys.modules[MODULE]
+
+
+@dataclass
+class Sent:
+    """The commands the story sends on, handled here so the flow can be observed."""
+
+    messages: list[Any]
+
+
+@pytest.fixture
+def harness(story: types.ModuleType) -> Iterator[tuple[MessagingHarness, Sent]]:
+    sent = Sent([])
+
+    @command_handler
+    def fulfil(command: story.FulfillOrder) -> None:
+        sent.messages.append(command)
+
+    @command_handler
+    def cancel(command: story.CancelOrder) -> None:
+        sent.messages.append(command)
+
+    @command_handler
+    def refund(command: story.RefundPayment) -> None:
+        sent.messages.append(command)
+
+    registry = Registry.from_modules([story])
+    for func in (fulfil, cancel, refund):
+        registry.add(build_handler(func, module=__name__, qualname=func.__name__, owner=None))
+    settings_namespace: dict[str, Any] = {}
+    exec(python_blocks()[0], settings_namespace)
+    ecotone = dict(settings_namespace["ECOTONE"])
+    ecotone["TENANCY"] = {**ecotone["TENANCY"], "TENANT_APPS": []}
+    ecotone.pop("CELERY_APP")
+    with override_settings(ECOTONE=ecotone), use_registry(registry), MessagingHarness() as h:
+        yield h, sent
+
+
+DATABASES = ["default", "big_corp", "enterprise_x"]
+
+
+@pytest.mark.django_db(databases=DATABASES)
+def test_the_view_block_sends_on_the_tenants_channel(story: types.ModuleType, harness: Any) -> None:
+    h, _ = harness
+    namespace: dict[str, Any] = {"PlaceOrder": story.PlaceOrder, "Decimal": story.Decimal}
+    exec(python_blocks()[2], namespace)
+    request = types.SimpleNamespace(user=types.SimpleNamespace(profile=types.SimpleNamespace(tenant="big_corp")))
+    namespace["place_order_view"](request)
+    [pending] = h.pending()
+    assert (pending.channel, pending._state.db, pending.tenant) == ("orders_premium", "big_corp", "big_corp")
+    assert h.run() == 1 and not h.pending()
+
+
+@pytest.mark.django_db(databases=DATABASES)
+def test_the_saga_block_times_out_an_unpaid_order(story: types.ModuleType, harness: Any) -> None:
+    h, sent = harness
+    h.publish(story.OrderPlaced("o-1", story.Decimal("19.90")), metadata={"tenant": "acme"})
+    h.run()
+    assert h.load_saga(story.OrderSaga, "o-1", tenant="acme").stage is story.OrderStage.PLACED_AWAITING_PAYMENT
+    h.advance(timedelta(minutes=29))
+    assert sent.messages == []
+    h.advance(timedelta(minutes=2))
+    assert sent.messages == [story.CancelOrder("o-1", reason="payment timed out")]
+    assert h.load_saga(story.OrderSaga, "o-1", tenant="acme").stage is story.OrderStage.CANCELLED
+
+
+@pytest.mark.django_db(databases=DATABASES)
+def test_the_saga_block_refunds_when_fulfilment_fails(story: types.ModuleType, harness: Any) -> None:
+    h, sent = harness
+    tenant = {"tenant": "enterprise_x"}
+    h.publish(story.OrderPlaced("o-2", story.Decimal("5")), metadata=tenant)
+    h.publish(story.PaymentCaptured("o-2"), metadata=tenant)
+    h.publish(story.FulfillmentFailed("o-2", "carrier lost it"), metadata=tenant)
+    h.advance(timedelta(hours=1))  # the timeout falls due after completion: ignored
+    assert sent.messages == [story.FulfillOrder("o-2"), story.RefundPayment("o-2", "carrier lost it")]
+    saga = h.load_saga(story.OrderSaga, "o-2", tenant="enterprise_x")
+    assert saga.stage is story.OrderStage.COMPENSATED_REFUND
+
+
+@pytest.mark.django_db(databases=DATABASES)
+def test_the_testing_block_passes(story: types.ModuleType, harness: Any) -> None:
+    h, sent = harness
+    namespace = dict(story.__dict__)
+    exec(python_blocks()[3], namespace)
+    namespace["test_unpaid_order_is_cancelled"](h)
+    assert sent.messages == [story.CancelOrder("o-1", reason="payment timed out")]

@@ -250,6 +250,7 @@ class Worker:
         self._alias_lock = threading.Lock()
         self.poll_interval = config.worker.poll_interval
         self.claim_size = config.worker.claim_size
+        self.slow_after_failures = config.worker.slow_after_failures
 
     # -- control ---------------------------------------------------------------
 
@@ -280,9 +281,13 @@ class Worker:
         self.stats.count(outcome)
         return outcome
 
+    @property
+    def failing(self) -> bool:
+        """Many consecutive failures: take one message at a time, with a pause, until one succeeds."""
+        return self.stats.consecutive_failures >= self.slow_after_failures
+
     def _slow_down(self) -> None:
-        """After many consecutive failures, take one message at a time with a pause until one succeeds."""
-        if self.stats.consecutive_failures >= get_config().worker.slow_after_failures:
+        if self.failing:
             self._stop.wait(min(self.poll_interval * 2, 5.0))
 
     # -- database channels -----------------------------------------------------
@@ -300,15 +305,21 @@ class Worker:
             queryset = queryset.filter(channel__in=self.database_channels, available_at__lte=now())
             if self.tenants:
                 queryset = queryset.filter(tenant__in=self.tenants)
-            rows = list(queryset.order_by("available_at", "id")[: self.claim_size])
+            rows = list(queryset.order_by("available_at", "id")[: 1 if self.failing else self.claim_size])
             done: list[int] = []
             for row in rows:
                 if done and self.should_stop():
                     break
                 self.handle_delivery(row.body, row.handler, row.channel, row.attempts, fallback_alias=alias)
                 done.append(row.pk)
-            if done:
-                OutboxMessage.objects.using(alias).filter(pk__in=done).delete()
+            outbox = OutboxMessage.objects.using(alias)
+            if connections[alias].vendor == "mysql":
+                # MariaDB plans "id IN (…)" on a small table as a full scan that locks every row it reads,
+                # so two consumers deleting their claimed batches deadlock; a primary-key delete locks one row.
+                for pk in done:
+                    outbox.filter(pk=pk).delete()
+            elif done:
+                outbox.filter(pk__in=done).delete()
         return len(done)
 
     def consume_database_once(self, alias: str) -> bool:

@@ -177,3 +177,40 @@ def happened_inline(event: Happened) -> None:
 @command_handler
 def keyed(command: Keyed) -> None:
     _record(command.name, "keyed")
+
+
+# --- broker channels (CeleryChannel tests: tests/integration/test_celery_channel.py) ---
+
+
+@dataclass(frozen=True)
+class FlakyOnRabbit:
+    """Fails its first ``failures`` attempts (counted in ``attempts_file``, outside any transaction), then records."""
+
+    name: str
+    attempts_file: str
+    failures: int = 2
+
+
+@asynchronous("rabbit")
+@command_handler
+def flaky_on_rabbit(command: FlakyOnRabbit) -> None:
+    path = Path(command.attempts_file)
+    attempt = int(path.read_text() or "0") + 1 if path.exists() else 1
+    path.write_text(str(attempt))
+    if attempt <= command.failures:
+        raise RuntimeError(f"{command.name}: attempt {attempt} fails on purpose")
+    _record(command.name, "flaky_on_rabbit")
+
+
+# --- worker slow-down (lead) --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlwaysFails:
+    name: str
+
+
+@asynchronous("db")
+@command_handler
+def always_fails(command: AlwaysFails) -> None:
+    raise RuntimeError(f"{command.name} always fails")

@@ -67,6 +67,10 @@ class InvalidMetadataError(MessageError):
     """Send metadata is invalid (a bad delay, a naive deliver_at, a non-string header name)."""
 
 
+class PublishNotConfirmedError(EcotoneError):
+    """The broker did not take a published message (nack, unroutable, or no confirm in time); the outbox keeps it."""
+
+
 class ReplayError(MessageError):
     """A dead letter cannot be replayed; it is kept."""
 

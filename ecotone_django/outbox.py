@@ -82,11 +82,12 @@ def publish_pending(alias: str) -> None:
     batch = list(ids)
     ids.clear()
     try:
-        publish_rows(alias, OutboxMessage.objects.using(alias).filter(pk__in=batch))
+        published = publish_rows(alias, OutboxMessage.objects.using(alias).filter(pk__in=batch))
     except Exception as exc:  # the relay retries; the sender's request must not fail after its commit
         relay_health.failed(alias, exc)
     else:
-        relay_health.succeeded(alias)
+        if published:  # rows another publisher holds (skipped) prove nothing about the broker
+            relay_health.succeeded(alias)
 
 
 def publish_rows(alias: str, candidates: QuerySet[OutboxMessage]) -> int:
@@ -157,6 +158,7 @@ class Relay:
         for alias in self.aliases:
             if time.monotonic() < self._next_try.get(alias, 0.0):
                 continue
+            sent = 0
             try:
                 while True:
                     due = (
@@ -165,6 +167,7 @@ class Relay:
                         .order_by("available_at", "id")[: self.batch_size]
                     )
                     count = publish_rows(alias, due)
+                    sent += count
                     published += count
                     if count < self.batch_size:
                         break
@@ -175,7 +178,8 @@ class Relay:
                 self._next_try[alias] = time.monotonic() + delay
                 close_old_connections()
             else:
-                relay_health.succeeded(alias)
+                if sent:  # a sweep that published nothing did not reach the broker: no news about it
+                    relay_health.succeeded(alias)
                 self._backoff.pop(alias, None)
                 self._next_try.pop(alias, None)
         return published

@@ -61,6 +61,6 @@ def dead_letter(
 
 
 def safe_text(body: Any) -> str:
-    if isinstance(body, bytes):
-        return body.decode("utf-8", errors="replace")
-    return str(body)
+    """``body`` as text any database stores: invalid UTF-8 replaced, NUL escaped (PostgreSQL rejects it)."""
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else str(body)
+    return text.replace("\x00", "\\x00")

@@ -4,13 +4,21 @@
 autodiscovery of installed apps' ``tasks`` modules. Run such workers with
 ``--prefetch-multiplier 1``; the task acks late and rejects on worker loss, so a
 killed worker's message is redelivered and the inbox makes it count once.
+
+A message runs through the same :func:`ecotone_django.worker.process` as under
+``manage.py consume_channel``: inbox, handler and outgoing messages in one
+transaction; failures become retries held in the outbox (``available_at``, no
+ETA) or dead letters. Retries and delayed messages are published by the outbox
+relay, so a deployment with Celery workers only also runs ``manage.py
+relay_outbox``. Messages Celery cannot decode never reach this task: Celery's
+own worker rejects them (only ``consume_channel`` dead-letters them).
 """
 
 from __future__ import annotations
 
 from celery import shared_task
 from celery.exceptions import Reject
-from django.db import DatabaseError, close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from .channels.celery import TASK_NAME
 from .tenancy import alias_for
@@ -22,7 +30,7 @@ def handle(envelope: str, handler_id: str, channel: str, attempts: int = 0) -> s
     close_old_connections()
     try:
         return process(envelope, handler_id, channel, attempts, fallback_alias=alias_for(None)).value
-    except DatabaseError as exc:
+    except (OperationalError, InterfaceError) as exc:  # the database is unreachable: the message goes back
         raise Reject(f"database unavailable: {exc}", requeue=True) from exc
     finally:
         close_old_connections()

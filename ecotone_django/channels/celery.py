@@ -2,15 +2,28 @@
 
 The outbox row is published after commit (or by the relay) as a protocol-2
 Celery task named ``ecotone_django.handle`` with JSON arguments
-``[envelope, handler_id, channel, attempts]``, routed to the channel's queue.
-So ``celery -A proj worker -Q <queue>`` can run it (see ``ecotone_django.tasks``)
-as well as ``manage.py consume_channel``, whose consumer is built on kombu
-directly: prefetch 1, ack only after the handler's transaction committed,
-requeue when the database is unreachable. On RabbitMQ every publish waits for
-the broker's confirm. Delays never use broker ETAs: they wait in the database.
+``[envelope, handler_id, channel, attempts]``, sent straight to the channel's
+queue. So ``celery -A proj worker -Q <queue>`` can run it (see
+``ecotone_django.tasks``) as well as ``manage.py consume_channel``, whose
+consumer is built on kombu directly: prefetch 1, ack only after the handler's
+transaction committed, requeue when the database is unreachable, dead letter
+for anything that is not our task (never unpickled: only JSON is read).
+
+Publishing returns only once the broker has every message of the batch. On
+RabbitMQ that means publisher confirms, collected for the whole batch (one
+round trip per batch, not per message) and ``mandatory`` routing, so a queue
+deleted behind our back is an error, not a silent drop; on Redis the batch
+goes out as one pipeline. A failed publish raises, the outbox rows stay, and
+the relay tries again. A connection kept from an earlier publish that has gone
+stale (broker restart) is replaced once, at once.
+
+Delays never use broker ETAs: they wait in the database (``available_at``).
 
 OPTIONS: ``queue`` (default: the channel name), ``app`` (dotted path of the
 Celery app; default ``ECOTONE["CELERY_APP"]``), ``prefetch_count`` (default 1).
+The broker URL and ``broker_transport_options`` come from the Celery app.
+On Redis, a message a crashed consumer held comes back only after the
+transport's ``visibility_timeout`` (kombu's default: one hour).
 """
 
 from __future__ import annotations
@@ -18,16 +31,18 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from django.db import DatabaseError, close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections
 from django.utils.module_loading import import_string
 from kombu import Connection, Exchange, Producer, Queue
+from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.message import Message
 
 from ..conf import get_config
-from ..exceptions import ConfigurationError, DecodeError
+from ..exceptions import ConfigurationError, DecodeError, PublishNotConfirmedError
 from .base import BrokerChannel
 
 if TYPE_CHECKING:
@@ -38,6 +53,17 @@ logger = logging.getLogger("ecotone_django.channels.celery")
 
 TASK_NAME = "ecotone_django.handle"
 JSON = "application/json"
+#: Seconds to wait for the broker to confirm a published batch.
+CONFIRM_TIMEOUT = 10.0
+#: Seconds to wait for a TCP connection to the broker.
+CONNECT_TIMEOUT = 5.0
+
+
+class TaskArguments(NamedTuple):
+    envelope: str
+    handler_id: str
+    channel: str
+    attempts: int
 
 
 def task_message(row: OutboxMessage) -> tuple[dict[str, Any], str]:
@@ -66,26 +92,126 @@ def task_message(row: OutboxMessage) -> tuple[dict[str, Any], str]:
     return headers, body
 
 
-def parse_task(headers: Mapping[str, Any], content_type: str | None, body: bytes | str) -> tuple[str, str, str, int]:
-    """``(envelope, handler_id, channel, attempts)`` from a Celery task message, or DecodeError."""
+def parse_task(headers: Mapping[str, Any] | None, content_type: str | None, body: bytes | str) -> TaskArguments:
+    """The arguments of an ``ecotone_django.handle`` task message, or DecodeError saying what is wrong.
+
+    Only JSON is ever read: any other content type (pickle above all) is refused unread.
+    """
     if content_type != JSON:
-        raise DecodeError(f"content type {content_type!r} refused: only {JSON} is accepted (never pickle)")
-    if headers.get("task") != TASK_NAME:
-        raise DecodeError(f"task {headers.get('task')!r} is not an ecotone_django message")
+        raise DecodeError(f"content type {content_type!r} refused: only {JSON} is accepted (never unpickled)")
+    task = (headers or {}).get("task")
+    if task is None:
+        raise DecodeError("not a Celery task message: no 'task' header")
+    if task != TASK_NAME:
+        raise DecodeError(f"unknown task {str(task)[:100]!r}: this queue carries only {TASK_NAME} tasks")
     try:
         decoded = json.loads(body)
-        args = decoded[0]
-        envelope, handler_id, channel, attempts = args
-    except (ValueError, TypeError, IndexError, KeyError) as exc:
-        raise DecodeError(f"malformed task body: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"task body is not UTF-8 JSON: {exc}") from None
+    except ValueError as exc:
+        raise DecodeError(f"task body is not valid JSON: {exc}") from None
+    if not (isinstance(decoded, list) and decoded and isinstance(decoded[0], list) and len(decoded[0]) == 4):
+        raise DecodeError("malformed task body: expected [[envelope, handler, channel, attempts], {}, {...}]")
+    envelope, handler_id, channel, attempts = decoded[0]
     if not (
         isinstance(envelope, str)
         and isinstance(handler_id, str)
         and isinstance(channel, str)
         and isinstance(attempts, int)
+        and not isinstance(attempts, bool)
     ):
         raise DecodeError("task arguments must be [envelope: str, handler: str, channel: str, attempts: int]")
-    return envelope, handler_id, channel, attempts
+    return TaskArguments(envelope, handler_id, channel, attempts)
+
+
+class _Publisher:
+    """One thread's broker connection, with the queue declared and (on AMQP) publisher confirms on."""
+
+    def __init__(self, channel: CeleryChannel) -> None:
+        self.queue_name = channel.queue_name
+        self.connection = channel.connection()
+        try:
+            self.connection.ensure_connection(max_retries=0)  # fail now; the relay is the retry loop
+            self.channel = self.connection.channel()
+            channel.queue(self.channel).declare()
+            self.producer = Producer(self.channel, auto_declare=False)
+            self.confirms = self.connection.transport.driver_type == "amqp"
+            self.batches = not self.confirms and self.producer.supports_batch_publish
+            self._sequence = 0  # delivery tag of the last message published on this channel
+            self._unconfirmed: set[int] = set()
+            self._refused: list[str] = []
+            if self.confirms:
+                self.channel.confirm_select()
+                self.channel.events["basic_ack"].add(self._on_ack)
+                self.channel.events["basic_nack"].add(self._on_nack)
+                self.channel.events["basic_return"].add(self._on_return)
+        except BaseException:
+            self.close()
+            raise
+
+    # py-amqp calls these while we drain the connection.
+    def _settle(self, tag: int, multiple: bool) -> None:
+        if multiple:
+            self._unconfirmed = {t for t in self._unconfirmed if t > tag}
+        else:
+            self._unconfirmed.discard(tag)
+
+    def _on_ack(self, tag: int, multiple: bool) -> None:
+        self._settle(tag, multiple)
+
+    def _on_nack(self, tag: int, multiple: bool) -> None:
+        self._refused.append(f"the broker refused (nack) delivery {tag}{' and earlier' if multiple else ''}")
+        self._settle(tag, multiple)
+
+    def _on_return(self, exc: BaseException, exchange: str, routing_key: str, message: Any) -> None:
+        self._refused.append(f"unroutable to queue {routing_key!r}: {exc}")
+
+    def publish(self, rows: Sequence[OutboxMessage]) -> None:
+        self._refused.clear()
+        if self.batches:
+            with self.producer.batch(max_size=max(len(rows), 1)):
+                self._send(rows)
+        else:
+            self._send(rows)
+        if self.confirms:
+            self._wait_for_confirms(len(rows))
+
+    def _send(self, rows: Sequence[OutboxMessage]) -> None:
+        for row in rows:
+            headers, body = task_message(row)
+            self.producer.publish(
+                body,
+                exchange="",  # the default exchange routes by queue name, on RabbitMQ and Redis alike
+                routing_key=self.queue_name,
+                headers=headers,
+                content_type=JSON,
+                content_encoding="utf-8",
+                delivery_mode=2,
+                correlation_id=headers["id"],
+                mandatory=self.confirms,
+                retry=False,
+            )
+            if self.confirms:
+                self._sequence += 1
+                self._unconfirmed.add(self._sequence)
+
+    def _wait_for_confirms(self, count: int) -> None:
+        deadline = time.monotonic() + CONFIRM_TIMEOUT
+        while self._unconfirmed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PublishNotConfirmedError(
+                    f"{len(self._unconfirmed)} of {count} message(s) not confirmed within {CONFIRM_TIMEOUT:g} s"
+                )
+            self.connection.drain_events(timeout=remaining)
+        if self._refused:
+            raise PublishNotConfirmedError("; ".join(self._refused[:3]))
+
+    def close(self) -> None:
+        try:
+            self.connection.release()
+        except Exception:  # already broken; nothing left to release
+            logger.debug("closing a broken broker connection failed", exc_info=True)
 
 
 class CeleryChannel(BrokerChannel):
@@ -95,6 +221,9 @@ class CeleryChannel(BrokerChannel):
         super().__init__(name, options)
         self.queue_name = str(options.get("queue", name))
         self.prefetch_count = int(options.get("prefetch_count", 1))
+        if self.prefetch_count < 1:
+            raise ConfigurationError(f"CeleryChannel {name!r}: prefetch_count must be at least 1")
+        # Declared as ``celery worker -Q <queue>`` declares it, so both consumers agree on the queue.
         self.exchange = Exchange(self.queue_name, type="direct", durable=True)
         self.queue = Queue(self.queue_name, self.exchange, routing_key=self.queue_name, durable=True)
         self._app: Any = None
@@ -119,88 +248,88 @@ class CeleryChannel(BrokerChannel):
         return self._app
 
     def connection(self) -> Connection:
-        """A new kombu connection to the app's broker (publisher confirms on for AMQP)."""
+        """A new kombu connection to the Celery app's broker."""
         conf = self.app.conf
         options = dict(conf.broker_transport_options or {})
-        options.setdefault("confirm_publish", True)
-        return Connection(conf.broker_url, transport_options=options, connect_timeout=5)
+        # Confirms are collected per batch by _Publisher, not awaited after each message.
+        options.pop("confirm_publish", None)
+        return Connection(conf.broker_url, transport_options=options, connect_timeout=CONNECT_TIMEOUT)
 
     # -- publishing ------------------------------------------------------------
 
-    def _producer(self) -> Producer:
-        producer: Producer | None = getattr(self._local, "producer", None)
-        if producer is None:
-            conn = self.connection()
-            conn.ensure_connection(max_retries=1)
-            producer = Producer(conn.channel())
-            self.queue(producer.channel).declare()
-            self._local.producer = producer
-            self._local.conn = conn
-        return producer
-
-    def _drop_producer(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        self._local.producer = self._local.conn = None
-        if conn is not None:
-            try:
-                conn.release()
-            except Exception:  # already broken; nothing to release
-                logger.debug("closing a broken broker connection failed", exc_info=True)
-
     def publish(self, rows: Sequence[OutboxMessage]) -> None:
-        try:
-            producer = self._producer()
-            for row in rows:
-                headers, body = task_message(row)
-                producer.publish(
-                    body,
-                    exchange=self.exchange,
-                    routing_key=self.queue_name,
-                    headers=headers,
-                    content_type=JSON,
-                    content_encoding="utf-8",
-                    delivery_mode=2,
-                    correlation_id=headers["id"],
-                    retry=False,
-                )
-        except Exception:
-            self._drop_producer()
-            raise
+        """Publish ``rows`` and return once the broker has all of them; raise otherwise."""
+        if not rows:
+            return
+        publisher: _Publisher | None = getattr(self._local, "publisher", None)
+        reused = publisher is not None
+        while True:
+            if publisher is None:
+                publisher = self._local.publisher = _Publisher(self)
+            try:
+                publisher.publish(rows)
+                return
+            except Exception:
+                self.close()
+                publisher = None
+                if not reused:
+                    raise
+                # The kept connection may simply be stale (broker restarted): one more try on a new one.
+                # A message the broker did get before the failure is published again; the inbox dedups it.
+                reused = False
 
     def close(self) -> None:
-        self._drop_producer()
+        """Close this thread's publishing connection."""
+        publisher: _Publisher | None = getattr(self._local, "publisher", None)
+        self._local.publisher = None
+        if publisher is not None:
+            publisher.close()
 
     # -- consuming -------------------------------------------------------------
 
     def on_message(self, worker: Worker, message: Message) -> None:
+        """Handle one delivery; ack only after its outcome (handled, retry stored, dead letter) committed."""
         from ..tenancy import alias_for
 
-        fallback = alias_for(None)
         try:
-            envelope, handler_id, channel, attempts = parse_task(message.headers, message.content_type, message.body)
-        except DecodeError as exc:
-            from ..retry import dead_letter, safe_text
-
-            dead_letter(
-                fallback,
-                reason=str(exc)[:255],
-                body=safe_text(message.body),
-                exc=exc,
-                channel=self.name,
-                handler_id=str(message.headers.get("task", ""))[:255],
-            )
-            worker.stats.dead += 1
-            message.ack()
+            try:
+                task = parse_task(message.headers, message.content_type, message.body)
+            except DecodeError as exc:
+                self._dead_letter(worker, message, str(exc), exc)
+            else:
+                worker.handle_delivery(*task, fallback_alias=alias_for(None))
+        except (OperationalError, InterfaceError) as exc:
+            self._requeue(worker, message, f"database unavailable ({exc}); message requeued")
             return
-        try:
-            worker.handle_delivery(envelope, handler_id, channel, attempts, fallback_alias=fallback)
-        except DatabaseError as exc:
-            logger.warning("database unavailable (%s); message requeued", exc)
-            close_old_connections()
-            message.requeue()
-            worker._stop.wait(worker.poll_interval)
-            return
+        except Exception as exc:  # a bug must neither lose the message nor stop the worker
+            logger.exception("handling a message from %r failed unexpectedly", self.name)
+            try:
+                self._dead_letter(worker, message, f"internal error: {type(exc).__name__}: {exc}", exc)
+            except Exception as again:
+                self._requeue(worker, message, f"dead-lettering failed too ({again}); message requeued")
+                return
         message.ack()
+
+    def _requeue(self, worker: Worker, message: Message, why: str) -> None:
+        logger.warning("%s: %s", self.name, why)
+        close_old_connections()
+        message.requeue()
+        worker._stop.wait(worker.poll_interval)
+
+    def _dead_letter(self, worker: Worker, message: Message, reason: str, exc: BaseException) -> None:
+        from ..retry import dead_letter, safe_text
+        from ..tenancy import alias_for
+
+        dead_letter(
+            alias_for(None),
+            reason=reason[:255],
+            body=safe_text(message.body),
+            exc=exc,
+            channel=self.name,
+            handler_id=str((message.headers or {}).get("task") or "")[:255],
+        )
+        with worker.stats.lock:
+            worker.stats.dead += 1
 
     def consume(self, worker: Worker) -> None:
         """Consume the queue until the worker stops, reconnecting after broker outages."""
@@ -208,13 +337,15 @@ class CeleryChannel(BrokerChannel):
         while not worker.should_stop():
             conn = self.connection()
             try:
-                conn.ensure_connection(max_retries=1)
+                conn.ensure_connection(max_retries=0)
                 with conn.Consumer(
                     [self.queue],
                     on_message=lambda m: self.on_message(worker, m),
                     prefetch_count=self.prefetch_count,
                     accept=[JSON],
                 ):
+                    if backoff > 0.5:
+                        logger.warning("consuming %r again", self.name)
                     backoff = 0.5
                     while not worker.should_stop():
                         try:
@@ -224,10 +355,10 @@ class CeleryChannel(BrokerChannel):
                                 worker.stop()
             except TimeoutError:
                 continue
-            except conn.recoverable_connection_errors + conn.connection_errors as exc:
+            except (KombuOperationalError, *conn.recoverable_connection_errors, *conn.connection_errors) as exc:
                 logger.warning("broker connection for %r lost (%s); reconnecting in %.1f s", self.name, exc, backoff)
                 worker._stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                backoff = min(backoff * 2, 5.0)
             finally:
                 try:
                     conn.release()

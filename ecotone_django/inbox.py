@@ -12,6 +12,9 @@ import hashlib
 from datetime import timedelta
 from typing import Any
 
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+
 from .clock import now
 from .conf import get_config
 from .handlers import Handler
@@ -37,9 +40,22 @@ def inbox_key(handler: Handler, envelope: Envelope) -> str:
     return key
 
 
+def _insert_sql(connection: BaseDatabaseWrapper) -> str:
+    quote, meta = connection.ops.quote_name, InboxEntry._meta
+    columns = ", ".join(quote(meta.get_field(name).column) for name in ("key", "handler", "handled_at"))
+    return f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES (%s, %s, %s)"
+
+
 def record(alias: str, handler: Handler, envelope: Envelope) -> None:
-    """Insert the inbox row inside the handler's transaction (savepoint); a duplicate raises IntegrityError."""
-    InboxEntry.objects.using(alias).create(key=inbox_key(handler, envelope), handler=handler.id, handled_at=now())
+    """Insert the inbox row inside the handler's transaction (savepoint); a duplicate raises IntegrityError.
+
+    A plain INSERT on the connection's cursor, not ``objects.create()``: building a model instance and
+    compiling the statement for every message was a fifth of a database-channel worker's CPU time.
+    """
+    connection = connections[alias]
+    handled_at = connection.ops.adapt_datetimefield_value(now())
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_sql(connection), [inbox_key(handler, envelope), handler.id, handled_at])
 
 
 def already_handled(alias: str, handler: Handler, envelope: Envelope) -> bool:

@@ -45,6 +45,7 @@ from .tenancy import alias_for
 logger = logging.getLogger("ecotone_django.worker")
 
 IMMEDIATE_RETRIES = 3
+BATCH_SECONDS = 0.1  # a database-channel claim holds about this much work
 
 
 class Outcome(enum.Enum):
@@ -251,6 +252,7 @@ class Worker:
         self.poll_interval = config.worker.poll_interval
         self.claim_size = config.worker.claim_size
         self.slow_after_failures = config.worker.slow_after_failures
+        self._seconds_per_message = 0.0  # moving average of handling time, sizes the next claim
 
     # -- control ---------------------------------------------------------------
 
@@ -276,10 +278,22 @@ class Worker:
     def handle_delivery(
         self, body: str | bytes, handler_id: str, channel: str, attempts: int, fallback_alias: str
     ) -> Outcome:
+        started = time.monotonic()
         with _TimeLimit(self.time_limit):
             outcome = process(body, handler_id, channel, attempts, fallback_alias=fallback_alias)
+        self._seconds_per_message += (time.monotonic() - started - self._seconds_per_message) * 0.2
         self.stats.count(outcome)
         return outcome
+
+    def claim_limit(self) -> int:
+        """How many rows to claim: about BATCH_SECONDS of work, CLAIM_SIZE at most, one while failing.
+
+        A batch holds its rows locked until it commits, so slow handlers claim one
+        message at a time and never keep work from an idle consumer.
+        """
+        if self.failing:
+            return 1
+        return max(1, min(self.claim_size, int(BATCH_SECONDS / max(self._seconds_per_message, 1e-6))))
 
     @property
     def failing(self) -> bool:
@@ -305,13 +319,15 @@ class Worker:
             queryset = queryset.filter(channel__in=self.database_channels, available_at__lte=now())
             if self.tenants:
                 queryset = queryset.filter(tenant__in=self.tenants)
-            rows = list(queryset.order_by("available_at", "id")[: 1 if self.failing else self.claim_size])
+            queryset = queryset.order_by("available_at", "id")[: self.claim_limit()]
+            # Plain tuples: a model instance per row (and two timestamps parsed) is work nothing here reads.
+            rows = list(queryset.values_list("pk", "body", "handler", "channel", "attempts"))
             done: list[int] = []
-            for row in rows:
+            for pk, body, handler_id, channel, attempts in rows:
                 if done and self.should_stop():
                     break
-                self.handle_delivery(row.body, row.handler, row.channel, row.attempts, fallback_alias=alias)
-                done.append(row.pk)
+                self.handle_delivery(body, handler_id, channel, attempts, fallback_alias=alias)
+                done.append(pk)
             outbox = OutboxMessage.objects.using(alias)
             if connections[alias].vendor == "mysql":
                 # MariaDB plans "id IN (…)" on a small table as a full scan that locks every row it reads,

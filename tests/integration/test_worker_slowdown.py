@@ -37,3 +37,19 @@ def test_consecutive_failures_shrink_the_claim_to_one_until_a_success() -> None:
             assert worker.consume_database_batch("default") == 1
         assert worker.stats.handled == 1
         assert worker.consume_database_batch("default") == 5
+
+
+@pytest.mark.django_db(databases=DATABASES)
+def test_slow_handlers_claim_one_message_at_a_time(tmp_path: Any) -> None:
+    from tests.testapp.messaging import Slow
+
+    release = tmp_path / "release"
+    release.write_text("go")  # handlers return at once, but the worker measured them as slow below
+    with override_settings(ECOTONE=slow_settings()):
+        for i in range(4):
+            command_bus.send(Slow(f"s{i}", str(tmp_path / f"started{i}"), str(release)), metadata={"tenant": "acme"})
+        worker = Worker(["db"], relay=False)
+        assert worker.claim_limit() == 10  # nothing measured yet: the configured CLAIM_SIZE
+        worker._seconds_per_message = 0.5  # handlers took half a second each
+        assert worker.claim_limit() == 1
+        assert worker.consume_database_batch("default") == 1

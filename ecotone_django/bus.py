@@ -9,6 +9,7 @@ tenant's database.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,6 +37,7 @@ from .tenancy import alias_for, tenant_context
 
 RESERVED_METADATA = ("delay", "deliver_at")
 MAX_DELAY = timedelta(days=3660)
+TIMEDELTA_SECONDS = timedelta.max.total_seconds()  # beyond it, timedelta(seconds=...) overflows
 
 #: Told of every message a bus sends, before it is dispatched: ``observer(kind, message, envelope)`` with
 #: kind "command", "event", "query" or "internal". Empty unless something listens (ecotone_django.testing).
@@ -62,6 +64,9 @@ def _delivery_time(metadata: Mapping[str, Any]) -> datetime | None:
     if delay is not None:
         if isinstance(delay, bool) or not isinstance(delay, timedelta | int | float):
             raise InvalidMetadataError(f"'delay' must be a timedelta or seconds, got {delay!r}")
+        if not isinstance(delay, timedelta) and not (math.isfinite(delay) and abs(delay) < TIMEDELTA_SECONDS):
+            # timedelta() itself would fail with ValueError / OverflowError, naming neither 'delay' nor the limit
+            raise InvalidMetadataError(f"'delay' must be finite seconds within {MAX_DELAY.days} days, got {delay!r}")
         delta = delay if isinstance(delay, timedelta) else timedelta(seconds=delay)
         if delta < timedelta(0):
             raise InvalidMetadataError(f"'delay' must not be negative, got {delta}")
@@ -71,8 +76,20 @@ def _delivery_time(metadata: Mapping[str, Any]) -> datetime | None:
     return None
 
 
+def _sent(kind: str, message: Any, metadata: Mapping[str, Any] | None) -> tuple[Envelope, datetime | None]:
+    """:func:`build_envelope`, then tell the observers (the testing harness) what was sent."""
+    envelope, available_at = build_envelope(message, metadata)
+    if observers:
+        _notify(kind, message, envelope)
+    return envelope, available_at
+
+
 def build_envelope(message: Any, metadata: Mapping[str, Any] | None) -> tuple[Envelope, datetime | None]:
     """The envelope of ``message``: propagated headers, then ``metadata``; plus its delivery time."""
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise InvalidMetadataError(
+            f"metadata must be a mapping of header names to values, got {type(metadata).__name__}"
+        )
     metadata = dict(metadata or {})
     for key in metadata:
         if not isinstance(key, str):
@@ -94,6 +111,13 @@ def build_envelope(message: Any, metadata: Mapping[str, Any] | None) -> tuple[En
         raise MissingTenantError(
             f"{message_name(type(message))} was sent without the {tenancy.header!r} header; tenancy is "
             f"configured, so pass metadata={{{tenancy.header!r}: ...}} (handlers' buses propagate it)"
+        )
+    if tenancy is not None and (
+        isinstance(headers[tenancy.header], bool) or not isinstance(headers[tenancy.header], str | int)
+    ):
+        # str() of a list or dict names no tenant: the message would land in the shared database unnoticed
+        raise InvalidMetadataError(
+            f"the {tenancy.header!r} header must be a tenant name (str or int), got {headers[tenancy.header]!r}"
         )
     return Envelope(type=message_name(type(message)), payload=None, headers=headers, id=message_id), available_at
 
@@ -159,9 +183,7 @@ class CommandBus:
     def send(self, command: Any, metadata: Mapping[str, Any] | None = None) -> Any:
         registry = get_registry()
         handler = registry.single(type(command), COMMAND)
-        envelope, available_at = build_envelope(command, metadata)
-        if observers:
-            _notify(COMMAND, command, envelope)
+        envelope, available_at = _sent(COMMAND, command, metadata)
         return _dispatch(handler, command, envelope, available_at, registry)
 
 
@@ -170,9 +192,7 @@ class EventBus:
 
     def publish(self, event: Any, metadata: Mapping[str, Any] | None = None) -> None:
         registry = get_registry()
-        envelope, available_at = build_envelope(event, metadata)
-        if observers:
-            _notify(EVENT, event, envelope)
+        envelope, available_at = _sent(EVENT, event, metadata)
         handlers = registry.for_message(type(event), EVENT)
         if not handlers:
             return
@@ -190,9 +210,7 @@ class QueryBus:
     def send(self, query: Any, metadata: Mapping[str, Any] | None = None) -> Any:
         registry = get_registry()
         handler = registry.single(type(query), QUERY)
-        envelope, _ = build_envelope(query, metadata)
-        if observers:
-            _notify(QUERY, query, envelope)
+        envelope, _ = _sent(QUERY, query, metadata)
         return invoke(handler, query, envelope, registry)
 
 
@@ -202,9 +220,7 @@ def send_to_channel(name: str, message: Any, metadata: Mapping[str, Any] | None 
     handlers = [h for h in registry.for_input_channel(name) if h.kind == INTERNAL]
     if not handlers:
         raise NoHandlerError(f"no @internal_handler listens on {name!r}")
-    envelope, available_at = build_envelope(message, metadata)
-    if observers:
-        _notify(INTERNAL, message, envelope)
+    envelope, available_at = _sent(INTERNAL, message, metadata)
     for handler in handlers:
         _dispatch(handler, message, envelope, available_at, registry)
 

@@ -43,6 +43,7 @@ need_bin mysql mariadb-client
 need_bin redis-server redis-server
 need_bin redis-cli redis-tools
 need_bin rabbitmq-server rabbitmq-server
+need_bin chromium chromium       # headless, for the example's admin screenshots (tests/example/test_admin_screenshot.py)
 
 # Debian's own python3 needs python3-venv (and headers for mysqlclient) for `make venv`.
 PY="$(command -v python3.11 || command -v python3 || true)"

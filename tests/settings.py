@@ -102,6 +102,16 @@ DATABASE_ROUTERS = ["ecotone_django.routers.TenantRouter"]
 QUEUE_PREFIX = f"ecotone_test_{RUN_ID}_"
 CELERY_BROKER_URL = os.environ.get("RABBITMQ_URL") or "amqp://guest:guest@127.0.0.1:5672//"
 REDIS_BROKER_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+# SQS and Kafka: tests.helpers.local_servers starts moto's server and Tansu on a free port and exports the URL
+# (and a queue name per test, ``ECOTONE_TEST_SQS_QUEUE`` / ``ECOTONE_TEST_KAFKA_QUEUE``) to the workers it spawns.
+SQS_BROKER_URL = os.environ.get("SQS_URL") or "sqs://testing:testing@127.0.0.1:9324"
+KAFKA_BROKER_URL = os.environ.get("KAFKA_URL") or "confluentkafka://127.0.0.1:9092"
+SQS_QUEUE = os.environ.get("ECOTONE_TEST_SQS_QUEUE") or f"{QUEUE_PREFIX}sqs"
+KAFKA_QUEUE = os.environ.get("ECOTONE_TEST_KAFKA_QUEUE") or f"{QUEUE_PREFIX}kafka"
+#: The channel of the premium tenant big_corp behind ``orders`` (the saga tests switch it to sqs or kafka).
+ORDERS_PREMIUM = os.environ.get("ECOTONE_TEST_ORDERS_PREMIUM") or "rabbit"
+#: Channels the transport contract (tests/contract) runs one handler on, picked by this header.
+CONTRACT_CHANNELS = ("db", "rabbit", "redis", "sqs", "kafka")
 
 ECOTONE = {
     "TENANCY": {
@@ -120,11 +130,26 @@ ECOTONE = {
         },
         "orders": {
             "BACKEND": "ecotone_django.channels.DynamicChannel",
-            "OPTIONS": {"header": "tenant", "mapping": {"big_corp": "rabbit"}, "default": "db"},
+            "OPTIONS": {"header": "tenant", "mapping": {"big_corp": ORDERS_PREMIUM}, "default": "db"},
+        },
+        "sqs": {
+            "BACKEND": "ecotone_django.channels.CeleryChannel",
+            "OPTIONS": {"queue": SQS_QUEUE, "app": "tests.celery_apps.sqs_app"},
+        },
+        "kafka": {
+            "BACKEND": "ecotone_django.channels.CeleryChannel",
+            "OPTIONS": {"queue": KAFKA_QUEUE, "app": "tests.celery_apps.kafka_app"},
+        },
+        "contract": {
+            "BACKEND": "ecotone_django.channels.DynamicChannel",
+            "OPTIONS": {"header": "channel_under_test", "mapping": {c: c for c in CONTRACT_CHANNELS}, "default": "db"},
         },
     },
     "DEFAULT_CHANNEL": "db",
     "CELERY_APP": "tests.celery_apps.rabbit_app",
+    # Handlers that misbehave on purpose (SystemExit, a handler that never returns): tests/badinput/.
+    # The transport contract's handlers, on every channel: tests/contract/.
+    "HANDLER_MODULES": ["tests.badinput.handlers", "tests.contract.handlers"],
     "RETRY": {"MAX_ATTEMPTS": 3, "BACKOFF_SECONDS": 0, "MULTIPLIER": 1, "MAX_BACKOFF_SECONDS": 0},
     "WORKER": {"POLL_INTERVAL": 0.05, "RELAY_INTERVAL": 0.2},
 }

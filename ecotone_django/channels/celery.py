@@ -13,9 +13,19 @@ Publishing returns only once the broker has every message of the batch. On
 RabbitMQ that means publisher confirms, collected for the whole batch (one
 round trip per batch, not per message) and ``mandatory`` routing, so a queue
 deleted behind our back is an error, not a silent drop; on Redis the batch
-goes out as one pipeline. A failed publish raises, the outbox rows stay, and
-the relay tries again. A connection kept from an earlier publish that has gone
-stale (broker restart) is replaced once, at once.
+goes out as one pipeline; on SQS each message is one synchronous
+``SendMessage``; on Kafka every record gets a delivery report, awaited once
+per batch (:mod:`ecotone_django.channels.kafka`). A failed publish raises, the
+outbox rows stay, and the relay tries again. A connection kept from an earlier
+publish that has gone stale (broker restart) is replaced once, at once.
+
+The transport is the scheme of the Celery app's ``broker_url``: ``amqp://``,
+``redis://``, ``sqs://`` or ``confluentkafka://``. Per transport,
+:mod:`ecotone_django.channels.transports` supplies defaults for
+``broker_transport_options`` and the checks a consumer runs before its first
+message (SQS: long polling, visibility timeout above ``--time-limit``; Kafka:
+no more consumer threads than partitions). A check that fails stops the worker
+with a :class:`~ecotone_django.exceptions.ConfigurationError`.
 
 Delays never use broker ETAs: they wait in the database (``available_at``).
 
@@ -23,7 +33,9 @@ OPTIONS: ``queue`` (default: the channel name), ``app`` (dotted path of the
 Celery app; default ``ECOTONE["CELERY_APP"]``), ``prefetch_count`` (default 1).
 The broker URL and ``broker_transport_options`` come from the Celery app.
 On Redis, a message a crashed consumer held comes back only after the
-transport's ``visibility_timeout`` (kombu's default: one hour).
+transport's ``visibility_timeout`` (kombu's default: one hour); on SQS after the
+queue's visibility timeout (kombu creates queues with 30 minutes); on Kafka once
+the group has noticed the consumer is gone (``session.timeout.ms``).
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ from kombu.message import Message
 from ..conf import get_config
 from ..exceptions import ConfigurationError, DecodeError, PublishNotConfirmedError
 from .base import BrokerChannel
+from .transports import TransportProfile, profile_for
 
 if TYPE_CHECKING:
     from ..models import OutboxMessage
@@ -129,6 +142,7 @@ class _Publisher:
 
     def __init__(self, channel: CeleryChannel) -> None:
         self.queue_name = channel.queue_name
+        self.profile = channel.profile
         self.connection = channel.connection()
         try:
             self.connection.ensure_connection(max_retries=0)  # fail now; the relay is the retry loop
@@ -137,6 +151,8 @@ class _Publisher:
             self.producer = Producer(self.channel, auto_declare=False)
             self.confirms = self.connection.transport.driver_type == "amqp"
             self.batches = not self.confirms and self.producer.supports_batch_publish
+            # Kafka (ecotone_django.channels.kafka): delivery reports, awaited once per batch.
+            self.deliveries = getattr(self.channel, "wait_for_deliveries", None)
             self._sequence = 0  # delivery tag of the last message published on this channel
             self._unconfirmed: set[int] = set()
             self._refused: list[str] = []
@@ -175,6 +191,8 @@ class _Publisher:
             self._send(rows)
         if self.confirms:
             self._wait_for_confirms(len(rows))
+        elif self.deliveries is not None:
+            self.deliveries(CONFIRM_TIMEOUT)
 
     def _send(self, rows: Sequence[OutboxMessage]) -> None:
         for row in rows:
@@ -190,6 +208,7 @@ class _Publisher:
                 correlation_id=headers["id"],
                 mandatory=self.confirms,
                 retry=False,
+                **self.profile.message_properties(row),
             )
             if self.confirms:
                 self._sequence += 1
@@ -247,13 +266,23 @@ class CeleryChannel(BrokerChannel):
                 ) from exc
         return self._app
 
+    @property
+    def profile(self) -> TransportProfile:
+        """What this channel adds to the transport the Celery app's ``broker_url`` names."""
+        return profile_for(self.app.conf.broker_url)
+
     def connection(self) -> Connection:
         """A new kombu connection to the Celery app's broker."""
         conf = self.app.conf
-        options = dict(conf.broker_transport_options or {})
+        options = {**self.profile.defaults, **(conf.broker_transport_options or {})}
         # Confirms are collected per batch by _Publisher, not awaited after each message.
         options.pop("confirm_publish", None)
-        return Connection(conf.broker_url, transport_options=options, connect_timeout=CONNECT_TIMEOUT)
+        return Connection(
+            conf.broker_url,
+            transport=self.profile.transport_cls,
+            transport_options=options,
+            connect_timeout=CONNECT_TIMEOUT,
+        )
 
     # -- publishing ------------------------------------------------------------
 
@@ -261,6 +290,7 @@ class CeleryChannel(BrokerChannel):
         """Publish ``rows`` and return once the broker has all of them; raise otherwise."""
         if not rows:
             return
+        rows = sorted(rows, key=lambda row: (row.available_at, row.pk or 0))  # FIFO where the broker keeps order
         publisher: _Publisher | None = getattr(self._local, "publisher", None)
         reused = publisher is not None
         while True:
@@ -332,12 +362,24 @@ class CeleryChannel(BrokerChannel):
             worker.stats.dead += 1
 
     def consume(self, worker: Worker) -> None:
-        """Consume the queue until the worker stops, reconnecting after broker outages."""
+        """Consume the queue until the worker stops, reconnecting after broker outages.
+
+        Before the first message the transport's checks run (see ``transports``); one that fails stops
+        the worker and raises :class:`ConfigurationError`.
+        """
         backoff = 0.5
+        checked = False
         while not worker.should_stop():
             conn = self.connection()
             try:
                 conn.ensure_connection(max_retries=0)
+                if not checked:
+                    try:
+                        self.profile.check_consumer(self, worker, conn)
+                    except ConfigurationError:
+                        worker.stop()
+                        raise
+                    checked = True
                 with conn.Consumer(
                     [self.queue],
                     on_message=lambda m: self.on_message(worker, m),

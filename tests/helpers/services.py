@@ -1,4 +1,4 @@
-"""Availability of the external services the tests use (PostgreSQL, MariaDB, RabbitMQ, Redis).
+"""Availability of the external services the tests use (PostgreSQL, MariaDB, RabbitMQ, Redis, SQS, Kafka).
 
 Locally a test whose service is unreachable is *skipped*; with ``CI=true`` it *fails*, so a CI run
 can never go green by silently skipping the integration tests::
@@ -10,8 +10,11 @@ can never go green by silently skipping the integration tests::
         broker_url = service_url("rabbitmq")
         ...
 
-URLs come from the environment (``POSTGRES_URL``, ``MARIADB_URL``, ``RABBITMQ_URL``, ``REDIS_URL``)
-with defaults matching ``.ci/services.sh`` and ``docker-compose.yml``. Standard library + pytest only.
+URLs come from the environment (``POSTGRES_URL``, ``MARIADB_URL``, ``RABBITMQ_URL``, ``REDIS_URL``,
+``SQS_URL``, ``KAFKA_URL``) with defaults matching ``.ci/services.sh`` and ``docker-compose.yml``.
+SQS and Kafka need no server of their own: unless ``SQS_URL`` / ``KAFKA_URL`` is set, the fixtures of
+``tests.helpers.local_servers`` start moto's server and Tansu on a free loopback port and set the
+variable. Standard library + pytest only.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-__all__ = ["SERVICES", "in_ci", "is_reachable", "require", "service_address", "service_url"]
+__all__ = ["SERVICES", "in_ci", "is_reachable", "require", "service_address", "service_url", "unavailable"]
 
 # service name -> (environment variable, default URL)
 SERVICES: dict[str, tuple[str, str]] = {
@@ -32,10 +35,19 @@ SERVICES: dict[str, tuple[str, str]] = {
     "mariadb": ("MARIADB_URL", "mysql://root@127.0.0.1:3306/test"),
     "rabbitmq": ("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//"),
     "redis": ("REDIS_URL", "redis://127.0.0.1:6379/0"),
+    "sqs": ("SQS_URL", "sqs://testing:testing@127.0.0.1:9324"),
+    "kafka": ("KAFKA_URL", "confluentkafka://127.0.0.1:9092"),
 }
 
 # Other spellings people reach for.
-_ALIASES = {"postgresql": "postgres", "pg": "postgres", "mysql": "mariadb", "amqp": "rabbitmq"}
+_ALIASES = {
+    "postgresql": "postgres",
+    "pg": "postgres",
+    "mysql": "mariadb",
+    "amqp": "rabbitmq",
+    "elasticmq": "sqs",
+    "confluentkafka": "kafka",
+}
 
 _DEFAULT_PORTS = {
     "postgres": 5432,
@@ -47,6 +59,8 @@ _DEFAULT_PORTS = {
     "pyamqp": 5672,
     "redis": 6379,
     "rediss": 6379,
+    "sqs": 9324,
+    "confluentkafka": 9092,
 }
 
 CONNECT_TIMEOUT = 1.0
@@ -101,11 +115,16 @@ def require(name: str) -> None:
     _missing(name)
 
 
-def _missing(name: str) -> NoReturn:
+def unavailable(name: str, why: str) -> NoReturn:
+    """Skip (locally) or fail (``CI=true``) because ``name`` cannot be had, for the reason ``why``."""
+    _missing(name, why)
+
+
+def _missing(name: str, why: str | None = None) -> NoReturn:
     key = _canonical(name)
     env_var, _ = SERVICES[key]
     host, port = service_address(key)
-    where = f"{key} is not reachable at {host}:{port} ({env_var}={_redact(service_url(key))})"
+    where = why or f"{key} is not reachable at {host}:{port} ({env_var}={_redact(service_url(key))})"
     if in_ci():
         pytest.fail(f"{where}; CI=true requires it (start it with .ci/services.sh)", pytrace=False)
     # allow_module_level: also usable at the top of a test module to skip the whole module.

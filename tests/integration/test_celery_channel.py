@@ -1,5 +1,11 @@
 """The CeleryChannel on real RabbitMQ and Redis, proven with real worker processes.
 
+What every channel guarantees — commit/rollback, redelivery after a killed worker, duplicates handled
+once, dead letters, ordering, delays — is the transport contract, run on RabbitMQ and Redis (and the
+database, SQS and Kafka) in ``tests/contract``. This module keeps what is particular to the brokers:
+a sender killed between commit and publish, broker outages, a queue deleted behind the publisher's
+back, pickles refused unread, a real Celery worker, retries held in the outbox, and measurements.
+
 Every test here commits for real (``transaction=True``) and runs ``manage.py consume_channel`` (or
 ``relay_outbox``, or a real ``celery worker``) as separate processes; crashes are ``kill -9``; outages
 stop the real broker. They run only in the PostgreSQL run of the suite (see ``broker_fixtures``).
@@ -18,7 +24,6 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Count
 from django.test import override_settings
 from kombu import Connection
@@ -46,7 +51,7 @@ from tests.integration.broker_fixtures import (
     spawn_celery_worker,
 )
 from tests.integration.conftest import ALL_DATABASES, stats_of, worker_env
-from tests.testapp.messaging import FlakyOnRabbit, RecordOnRabbit, RecordOnRedis, SlowOnRabbit
+from tests.testapp.messaging import FlakyOnRabbit, RecordOnRabbit, RecordOnRedis
 from tests.testapp.models import Record
 
 __all__ = ["rabbit_queue", "redis_queue"]  # fixtures used below
@@ -92,36 +97,7 @@ def outage_warnings(caplog: pytest.LogCaptureFixture, fragment: str) -> list[log
     return [r for r in caplog.records if r.name == "ecotone_django.outbox" and fragment in r.getMessage()]
 
 
-# -- 1. commit / rollback -------------------------------------------------------------------------------
-
-
-@pytest.mark.rabbitmq
-def test_a_committed_message_is_handled_once_and_a_rolled_back_one_never_leaves(rabbit_queue, worker):
-    url = rabbit_url()
-    with pytest.raises(Rollback), transaction.atomic(using=TENANT):
-        send_rabbit("rolled-back")
-        raise Rollback
-    assert queue_depth(url, rabbit_queue) == 0, "a rolled-back message was published"
-    assert not OutboxMessage.objects.using(TENANT).exists()
-
-    with transaction.atomic(using=TENANT):
-        send_rabbit("committed")
-        assert queue_depth(url, rabbit_queue) == 0, "published before the commit"
-    assert queue_depth(url, rabbit_queue) == 1, "not published right after the commit"
-    assert not OutboxMessage.objects.using(TENANT).exists()
-
-    proc = worker("rabbit")
-    wait_for(handled("committed"), message="the committed message to be handled")
-    send_rabbit("marker")  # the last message on the queue: once it is handled, the worker has drained it
-    wait_for(handled("marker"), message="the marker to be handled")
-    assert proc.stop() == 0
-    assert stats_of(proc.output())["handled"] == 2
-    assert records("committed") == 1
-    assert anywhere("rolled-back") == 0
-    assert queue_depth(url, rabbit_queue) == 0
-
-
-# -- 2. the sender dies between commit and publish ------------------------------------------------------
+# -- 1. the sender dies between commit and publish ------------------------------------------------------
 
 
 @pytest.mark.rabbitmq
@@ -146,7 +122,7 @@ def test_a_sender_killed_between_commit_and_publish_is_relayed(rabbit_queue, wor
     assert records("orphan") == 1
 
 
-# -- 3. broker outages: the outbox holds the messages -------------------------------------------------
+# -- 2. broker outages: the outbox holds the messages -------------------------------------------------
 
 
 @pytest.mark.rabbitmq
@@ -225,54 +201,7 @@ def test_a_queue_deleted_behind_the_publishers_back_loses_nothing(rabbit_queue, 
     assert not outage_warnings(caplog, "failed"), "the retry on a new connection should have been silent"
 
 
-# -- 4. duplicates on the queue --------------------------------------------------------------------------
-
-
-@pytest.mark.rabbitmq
-def test_the_same_message_published_three_times_is_handled_once(rabbit_queue, worker):
-    url = rabbit_url()
-    send_rabbit("dup")
-    with get_one(url, rabbit_queue) as message:
-        body, headers, content_type = message.body, message.headers, message.content_type
-        for _ in range(3):
-            publish_raw(url, rabbit_queue, body, headers=headers, content_type=content_type)
-        message.ack()
-    assert queue_depth(url, rabbit_queue) == 3
-
-    proc = worker("rabbit", "--limit", "3", "--no-relay")
-    assert proc.wait(60) == 0, proc.output_tail()
-    stats = stats_of(proc.output())
-    assert (stats["handled"], stats["duplicates"]) == (1, 2), stats
-    assert records("dup") == 1
-    assert InboxEntry.objects.using(TENANT).count() == 1
-    assert queue_depth(url, rabbit_queue) == 0
-
-
-# -- 5. a worker killed mid-handler ------------------------------------------------------------------------
-
-
-@pytest.mark.rabbitmq
-def test_a_worker_killed_mid_handler_is_replaced_and_the_effect_happens_once(rabbit_queue, worker, tmp_path):
-    started, release = tmp_path / "started", tmp_path / "release"
-    first = worker("rabbit", "--no-relay")
-    command_bus.send(SlowOnRabbit("slow", str(started), str(release)), metadata={"tenant": TENANT})
-    wait_for(started.exists, message="the first worker to enter the handler")
-    assert started.read_text() == str(first.pid)
-    assert first.kill9() == -signal.SIGKILL
-    assert records("slow") == 0, "the killed worker's transaction must not have committed"
-
-    started.unlink()
-    release.touch()  # the next run of the handler finishes at once
-    second = worker("rabbit", "--no-relay")
-    wait_for(handled("slow"), message="the message to be redelivered and handled")
-    assert started.read_text() == str(second.pid), "not redelivered to the new worker"
-    assert second.stop() == 0
-    assert stats_of(second.output())["handled"] == 1
-    assert records("slow") == 1
-    assert InboxEntry.objects.using(TENANT).count() == 1
-
-
-# -- 6. garbage on the queue ----------------------------------------------------------------------------
+# -- 3. garbage on the queue ----------------------------------------------------------------------------
 
 
 @pytest.mark.rabbitmq
@@ -323,7 +252,7 @@ class _Bomb:
         return os.mkdir, (self.path,)
 
 
-# -- 7. a real Celery worker runs the same messages --------------------------------------------------------
+# -- 4. a real Celery worker runs the same messages --------------------------------------------------------
 
 
 @pytest.mark.rabbitmq
@@ -343,23 +272,7 @@ def test_a_celery_worker_runs_the_same_messages(rabbit_queue):
     assert not DeadLetter.objects.using(TENANT).exists()
 
 
-# -- 8. the Redis channel -----------------------------------------------------------------------------------
-
-
-@pytest.mark.redis
-def test_redis_channel_delivers_a_committed_message(redis_queue, worker):
-    with transaction.atomic(using=TENANT):
-        command_bus.send(RecordOnRedis("on-redis"), metadata={"tenant": TENANT})
-        assert queue_depth(redis_url(), redis_queue) == 0
-    assert queue_depth(redis_url(), redis_queue) == 1
-    proc = worker("redis", "--no-relay")
-    wait_for(handled("on-redis"), message="the message to be handled from Redis")
-    assert proc.stop() == 0
-    assert records("on-redis") == 1
-    assert queue_depth(redis_url(), redis_queue) == 0
-
-
-# -- 9. retries wait in the database, not in the broker -----------------------------------------------------
+# -- 5. retries wait in the database, not in the broker -----------------------------------------------------
 
 
 @pytest.mark.rabbitmq

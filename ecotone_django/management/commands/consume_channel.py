@@ -53,5 +53,8 @@ class Command(BaseCommand):
         worker.install_signal_handlers()
         self.stdout.write(f"consuming {', '.join(options['channels'])} (pid ready)")
         self.stdout.flush()
-        stats = worker.run()
+        try:
+            stats = worker.run()
+        except ConfigurationError as exc:  # e.g. a transport refusing this consumer's --concurrency
+            raise CommandError(str(exc)) from exc
         self.stdout.write(f"stopped: {stats.line()}")

@@ -29,6 +29,7 @@ import functools
 import inspect
 import logging
 import typing
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -216,7 +217,19 @@ def saga_id_for(handler: Handler, message: Any, envelope: Envelope) -> str | Non
         value = getattr(message, name, None)
         if value is None:
             value = envelope.headers.get(name)
-    return None if value is None else str(value)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | uuid.UUID):
+        # str() of a list or dict would find no saga and the message would be dropped as "not found"
+        raise ConversionError(
+            handler.owner.__qualname__, name, f"a saga id must be a string or an integer, got {_shown(value)}"
+        )
+    return str(value)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 80 else text[:77] + '...'}"
 
 
 # ---------------------------------------------------------------------------

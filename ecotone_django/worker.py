@@ -497,4 +497,3 @@ class Worker:
                 self.stop()
 
         return run_loop
-

@@ -30,6 +30,8 @@ from .tenancy import alias_for
 
 logger = logging.getLogger("ecotone_django.outbox")
 
+MAX_RELAY_BACKOFF = 5.0  # seconds between relay attempts on a database or broker that keeps failing
+
 _pending = threading.local()
 
 
@@ -160,20 +162,25 @@ class Relay:
                 continue
             sent = 0
             try:
-                while True:
-                    due = (
-                        OutboxMessage.objects.using(alias)
-                        .filter(channel__in=self.channel_names, available_at__lte=now())
-                        .order_by("available_at", "id")[: self.batch_size]
-                    )
-                    count = publish_rows(alias, due)
-                    sent += count
-                    published += count
-                    if count < self.batch_size:
-                        break
+                # A batch per channel in turn: "channel = X ORDER BY available_at" is a range scan of the
+                # (channel, available_at, id) index, where "channel IN (…)" sorts every due row for each
+                # batch. Each queue still gets its messages in order; channels alternate batch by batch.
+                pending = list(self.channel_names)
+                while pending:
+                    for channel in list(pending):
+                        due = (
+                            OutboxMessage.objects.using(alias)
+                            .filter(channel=channel, available_at__lte=now())
+                            .order_by("available_at", "id")[: self.batch_size]
+                        )
+                        count = publish_rows(alias, due)
+                        sent += count
+                        published += count
+                        if count < self.batch_size:
+                            pending.remove(channel)
             except Exception as exc:
                 relay_health.failed(alias, exc)
-                delay = min(self._backoff.get(alias, 0.5) * 2, 30.0)
+                delay = min(self._backoff.get(alias, 0.5) * 2, MAX_RELAY_BACKOFF)
                 self._backoff[alias] = delay
                 self._next_try[alias] = time.monotonic() + delay
                 close_old_connections()

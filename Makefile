@@ -4,6 +4,9 @@
 #   make lint       ruff check + mypy
 #   make demo       run the demo (embedded SQLite by default)
 #   make services   make sure PostgreSQL, MariaDB, Redis and RabbitMQ are up on loopback
+#   make bench      measure against raw baselines, write BENCHMARKS.md (BENCH_ARGS=--quick ... passes through)
+#   make chaos      the fault suite at full size: 2,000 orders on PostgreSQL + RabbitMQ, every fault
+#                   (CHAOS_ARGS="--orders 10000 --seed 3 --faults=-postgres_restart" passes to tests/chaos/driver.py)
 #   make clean      remove caches and build output;  make distclean  also removes .venv
 
 SHELL := bash
@@ -20,7 +23,7 @@ EXTRAS := test,postgres,mysql,redis,example
 TEST_DBS    ?= sqlite postgres mariadb
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo test lint services clean distclean
+.PHONY: help venv demo test lint services bench chaos clean distclean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -63,6 +66,25 @@ lint: venv
 
 services:
 	bash .ci/services.sh
+
+# The benchmarks (bench/run.py) need the bench extra (matplotlib, pyinstrument, py-spy) on top of the venv.
+BENCH_ARGS  ?=
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench: venv $(BENCH_STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The fault suite (tests/chaos/): SIGKILL/SIGSTOP of workers and the relay, RabbitMQ and PostgreSQL restarts,
+# dropped connections, poison messages — then lost = 0 and doubled = 0, read from the databases. It restarts
+# the local PostgreSQL and RabbitMQ: on a machine others test on, add CHAOS_ARGS=--polite.
+CHAOS_ARGS ?=
+chaos: venv
+	ECOTONE_TEST_DB=postgres ECOTONE_CHAOS_ARGS="--orders 2000 --rate 40 --timeout 1200 $(CHAOS_ARGS)" \
+		$(BIN)/pytest tests/chaos -ra -s $(PYTEST_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -42,7 +42,8 @@ def inbox_key(handler: Handler, envelope: Envelope) -> str:
 
 def _insert_sql(connection: BaseDatabaseWrapper) -> str:
     quote, meta = connection.ops.quote_name, InboxEntry._meta
-    columns = ", ".join(quote(meta.get_field(name).column) for name in ("key", "handler", "handled_at"))
+    column = {field.name: field.column or field.name for field in meta.concrete_fields}
+    columns = ", ".join(quote(column[name]) for name in ("key", "handler", "handled_at"))
     return f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES (%s, %s, %s)"
 
 

@@ -1,0 +1,378 @@
+"""Latency figures: send → handler start on the Celery channel, and the premium tenant under a noisy neighbour."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from ..config import PREMIUM_TENANT, QUEUE_PREMIUM, QUEUE_RAW, RABBITMQ_URL
+from ..infra import (
+    HandlerLog,
+    Mark,
+    Proc,
+    RowSpec,
+    load_rows,
+    median,
+    outbox_rows,
+    percentile,
+    purge,
+    truncate,
+    vacuum_analyze,
+    wait_until,
+)
+from . import Context, Figure
+
+FREE_SEQ = 10_000_000  # backlog messages carry seq >= this; premium ones count from 0
+FREE_TENANTS = 50
+
+
+def _paced(count: int, interval: float, send: Callable[[int], None]) -> None:
+    tick = time.monotonic()
+    for seq in range(count):
+        send(seq)
+        tick += interval
+        time.sleep(max(0.0, tick - time.monotonic()))
+
+
+def _latencies(marks: Sequence[Mark], seqs: range) -> list[float]:
+    wanted = set(seqs)
+    return [m.latency_ms for m in marks if m.seq in wanted]
+
+
+def latency_p50_vs_raw_roundtrip(ctx: Context) -> Figure:
+    """Celery channel send → handler start p50 ÷ raw kombu publish → consume p50 (one message at a time)."""
+    from ecotone_django import command_bus
+
+    from ..handlers import PingRabbit
+
+    n, interval = ctx.sizes.latency_messages, ctx.sizes.latency_interval
+    raw_p50: list[float] = []
+    our_p50: list[float] = []
+    raw_all: list[float] = []
+    our_all: list[float] = []
+
+    def measure() -> None:
+        for values in (raw_p50, our_p50, raw_all, our_all):
+            values.clear()
+        _latency_rounds(ctx, PingRabbit, command_bus, raw_p50, our_p50, raw_all, our_all)
+
+    ctx.attempt("latency rounds", measure)
+    return Figure(
+        title="Send → handler start p50 on the Celery channel vs raw kombu publish → consume",
+        goal="<= 3",
+        baseline=median(raw_p50),
+        measured=median(our_p50),
+        unit="ms",
+        baseline_name="kombu publish (persistent) → kombu consumer in another process (prefetch 1), one-way",
+        measured_name=(
+            "command_bus.send() in autocommit (outbox row, commit, publish with confirm, delete) → "
+            "consume_channel bench_rabbit handler start"
+        ),
+        details={
+            "messages_per_round": n,
+            "interval_s": interval,
+            "rounds": ctx.sizes.rounds,
+            "p99_ms": {
+                "baseline": round(percentile(raw_all, 0.99), 3),
+                "measured": round(percentile(our_all, 0.99), 3),
+            },
+            "samples": {"baseline": raw_p50, "measured": our_p50},
+        },
+    )
+
+
+def _latency_rounds(
+    ctx: Context,
+    ping: Any,
+    command_bus: Any,
+    raw_p50: list[float],
+    our_p50: list[float],
+    raw_all: list[float],
+    our_all: list[float],
+) -> None:
+    from kombu import Connection
+
+    n, interval = ctx.sizes.latency_messages, ctx.sizes.latency_interval
+    purge(QUEUE_RAW)
+    with (
+        HandlerLog() as raw_log,
+        HandlerLog() as our_log,
+        Proc.module("bench.raw_consumer", QUEUE_RAW, env=raw_log.env) as raw_proc,
+        Proc.manage("consume_channel", "bench_rabbit", env=our_log.env) as our_proc,
+        Connection(RABBITMQ_URL) as conn,
+    ):
+        raw_proc.wait_for_output("ready")
+        our_proc.wait_for_output("pid ready")
+        producer = conn.Producer(auto_declare=False)
+
+        def raw_send(seq: int) -> None:
+            body = json.dumps({"seq": seq, "sent_at": time.time()})
+            producer.publish(body, exchange="", routing_key=QUEUE_RAW, content_type="application/json", delivery_mode=2)
+
+        def our_send(seq: int) -> None:
+            command_bus.send(ping(seq=seq, sent_at=time.time()), metadata={"tenant": "acme"})
+
+        # Warm-up: connections on both sides, and the consumers really subscribed (seq -1 is not counted).
+        raw_send(-1)
+        our_send(-1)
+        raw_log.wait_for(1, 30, raw_proc)
+        our_log.wait_for(1, 30, our_proc)
+        for r in range(ctx.sizes.rounds):
+            seqs = range(r * n, (r + 1) * n)
+            _paced(n, interval, lambda i, s=seqs.start: raw_send(s + i))  # type: ignore[misc]
+            raw_log.wait_for(1 + seqs.stop, 30, raw_proc)
+            _paced(n, interval, lambda i, s=seqs.start: our_send(s + i))  # type: ignore[misc]
+            our_log.wait_for(1 + seqs.stop, 30, our_proc)
+            raw = _latencies(raw_log.marks(), seqs)
+            ours = _latencies(our_log.marks(), seqs)
+            raw_all += raw
+            our_all += ours
+            raw_p50.append(percentile(raw, 0.5))
+            our_p50.append(percentile(ours, 0.5))
+            ctx.log(f"  round: raw p50 {raw_p50[-1]:.2f} ms  ecotone p50 {our_p50[-1]:.2f} ms")
+
+
+@dataclass
+class NoisyPoint:
+    layout: str
+    backlog: int  # free-tier messages waiting when the premium burst started
+    p50_ms: float
+    p99_ms: float
+    messages: int
+    waiting: int | None = None  # single queue: free-tier messages actually waiting when the burst began
+
+
+def _free_rows(layout: str) -> RowSpec:
+    # The concrete channel the free tier's messages sit on: what bench_orders resolves to in that layout.
+    channel = "bench_shared" if layout == "dynamic" else "bench_orders"
+    return RowSpec(
+        channel,
+        "bench.handlers.on_orders",
+        "bench.handlers.PingOrders",
+        tenant=lambda seq: f"free_{seq % FREE_TENANTS}",
+        delay=lambda seq: timedelta(seconds=-60),
+    )
+
+
+def _load_backlog(layout: str, backlog: int) -> None:
+    truncate("default")
+    truncate("big_corp")
+    purge(QUEUE_PREMIUM)
+    if backlog:
+        load_rows("default", outbox_rows(_free_rows(layout), backlog, start=FREE_SEQ))
+    vacuum_analyze("default")
+
+
+class PremiumSender:
+    """A burst of premium messages through the command bus of ``layout``, from a subprocess.
+
+    The subprocess starts and warms up first; :meth:`go` starts the burst at once, and :meth:`finish`
+    waits for the last send. Returns the burst's seqs.
+    """
+
+    def __init__(self, ctx: Context, layout: str, start: int) -> None:
+        n, interval = ctx.sizes.noisy_messages, ctx.sizes.noisy_interval
+        self.seqs = range(start, start + n)
+        self.timeout = 60 + n * interval
+        self.go_file = Path(tempfile.mkdtemp(prefix="ecotone-bench-go-")) / "go"
+        args = ["--count", str(n), "--interval", str(interval), "--tenant", PREMIUM_TENANT, "--start", str(start)]
+        args += ["--go-file", str(self.go_file)]
+        self.proc = Proc.module("bench.sender", *args, env={"ECOTONE_BENCH_LAYOUT": layout})
+        self.proc.wait_for_output("ready")
+
+    def go(self) -> None:
+        self.go_file.touch()
+
+    def finish(self) -> range:
+        if self.proc.wait(self.timeout) != 0:
+            raise RuntimeError(f"sender failed:\n{self.proc.output()[-2000:]}")
+        return self.seqs
+
+    def __enter__(self) -> PremiumSender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.stop()
+        shutil.rmtree(self.go_file.parent, ignore_errors=True)
+
+
+def _wait_handled(log: HandlerLog, seqs: range, procs: Sequence[Proc], timeout: float) -> Sequence[Mark]:
+    deadline = time.monotonic() + timeout
+    wanted = set(seqs)
+    while True:
+        if wanted <= log.seqs():
+            return log.marks()
+        if time.monotonic() > deadline or not all(p.running() for p in procs):
+            raise RuntimeError(f"premium messages {seqs} not handled in {timeout:g} s")
+        time.sleep(0.1)
+
+
+def _point(layout: str, backlog: int, marks: Sequence[Mark], seqs: range) -> NoisyPoint:
+    latencies = _latencies(marks, seqs)
+    return NoisyPoint(layout, backlog, percentile(latencies, 0.5), percentile(latencies, 0.99), len(latencies))
+
+
+def _dynamic_round(ctx: Context, backlog: int) -> NoisyPoint:
+    """Premium on its own database and queue while the free tier's worker drains ``backlog`` messages."""
+    _load_backlog("dynamic", backlog)
+    env = {"ECOTONE_BENCH_LAYOUT": "dynamic"}
+    with HandlerLog() as log:
+        env |= log.env
+        # One worker per concrete channel behind bench_orders, scaled separately (as in the example project).
+        with (
+            Proc.manage("consume_channel", "bench_shared", env=env) as free,
+            Proc.manage("consume_channel", "bench_premium", env=env) as premium,
+            PremiumSender(ctx, "dynamic", 0) as sender,
+        ):
+            # The sender's warm-up message handled: both workers consume; the free one has started on its backlog.
+            wait_until(lambda: any(m.seq == -1 for m in log.marks()), 60, "the premium worker", premium)
+            if backlog:
+                log.wait_for(2, 60, free)
+            sender.go()
+            seqs = sender.finish()
+            marks = _wait_handled(log, seqs, [free, premium], 60)
+            free_handled = sum(1 for m in marks if m.seq >= FREE_SEQ)
+    point = _point("dynamic", backlog, marks, seqs)
+    ctx.log(
+        f"  dynamic backlog {backlog:>7,}: premium p50 {point.p50_ms:8.2f} ms  p99 {point.p99_ms:8.2f} ms "
+        f"(free tier handled meanwhile: {free_handled:,})"
+    )
+    return point
+
+
+def _free_waiting(log: HandlerLog, loaded: int) -> int:
+    """Free-tier messages not yet handled (read from the worker's log: polling the queue table would load it)."""
+    return loaded - log.count_high()
+
+
+def _waiting_at_most(log: HandlerLog, loaded: int, level: int) -> bool:
+    return _free_waiting(log, loaded) <= level
+
+
+def _single_drain(ctx: Context) -> list[NoisyPoint]:
+    """One shared queue: a burst of premium messages as the backlog passes each level, then one when idle.
+
+    Each burst queues behind everything already waiting (FIFO by due time), so one drain of the largest
+    backlog yields every point. The worker's memory is sampled on the way (worker_rss_100k_vs_1k).
+    """
+    levels = sorted(ctx.sizes.noisy_backlogs, reverse=True)
+    _load_backlog("single", levels[0])
+    rss_at = sorted({ctx.sizes.rss_small, ctx.sizes.rss_big // 10, ctx.sizes.rss_big // 2, ctx.sizes.rss_big})
+    points: list[NoisyPoint] = []
+    with HandlerLog(count_from=FREE_SEQ) as log:
+        env = {"ECOTONE_BENCH_LAYOUT": "single", "BENCH_RSS_AT": ",".join(map(str, rss_at)), **log.env}
+        first = PremiumSender(ctx, "single", 0)  # ready before the worker starts: its burst meets the whole backlog
+        with first, Proc.manage("consume_channel", "bench_orders", env=env) as worker:
+            worker.wait_for_output("pid ready")
+            bursts: list[tuple[int, range]] = []
+            for i, level in enumerate(levels):
+                with first if i == 0 else PremiumSender(ctx, "single", i * 100_000) as sender:
+                    drain_timeout = 60 + levels[0] / 200
+                    if level:
+                        wait_until(
+                            partial(_waiting_at_most, log, levels[0], level),
+                            drain_timeout,
+                            f"backlog {level:,}",
+                            worker,
+                            0.1,
+                        )
+                    else:  # idle: the backlog and every earlier burst handled
+                        wait_until(
+                            partial(_waiting_at_most, log, levels[0], 0), drain_timeout, "an empty queue", worker, 0.1
+                        )
+                        _wait_handled_all(log, [s for _, seqs in bursts for s in seqs], worker, 120)
+                    waiting = _free_waiting(log, levels[0])
+                    sender.go()
+                    bursts.append((waiting, sender.finish()))
+                ctx.log(f"  single  burst sent with {waiting:,} free-tier messages waiting")
+            marks = _wait_handled(log, bursts[-1][1], [worker], 120)
+            ctx.extras["single_drain_rss"] = log.rss()
+        for (waiting, seqs), level in zip(bursts, levels, strict=True):
+            point = _point("single", level, marks, seqs)
+            point.waiting = waiting
+            points.append(point)
+            ctx.log(
+                f"  single  backlog {level:>7,} ({waiting:,} at the burst): premium p50 {point.p50_ms:9.2f} ms  "
+                f"p99 {point.p99_ms:9.2f} ms"
+            )
+    return points
+
+
+def _wait_handled_all(log: HandlerLog, seqs: list[int], proc: Proc, timeout: float) -> None:
+    wanted = set(seqs)
+    wait_until(lambda: wanted <= log.seqs(), timeout, "every premium burst handled", proc, 0.1)
+
+
+def _waiting(points: Sequence[NoisyPoint], layout: str, backlog: int) -> int:
+    """Free-tier messages waiting when the bursts began (single queue: measured; dynamic: the backlog loaded)."""
+    found = [p.waiting for p in points if p.layout == layout and p.backlog == backlog and p.waiting is not None]
+    return int(median(found)) if found else backlog
+
+
+def noisy_neighbor_p99_ratio(ctx: Context) -> Figure:
+    """Premium p99 with the free tier's backlog waiting ÷ premium p99 on an idle system (dynamic channels)."""
+    sizes = ctx.sizes
+    big = max(sizes.noisy_backlogs)
+    points: list[NoisyPoint] = []
+    # Interleaved idle / loaded pairs for the ratio; the other backlogs once each, for the curve.
+    for r in range(sizes.noisy_rounds):
+        for backlog in (0, big):
+            points.append(
+                ctx.attempt(f"dynamic backlog {backlog:,} round {r + 1}", partial(_dynamic_round, ctx, backlog))
+            )
+    for backlog in sizes.noisy_backlogs:
+        if backlog not in (0, big):
+            points.append(ctx.attempt(f"dynamic backlog {backlog:,}", partial(_dynamic_round, ctx, backlog)))
+    points += ctx.attempt("single-queue drain", lambda: _single_drain(ctx))
+    truncate("default")
+    truncate("big_corp")
+
+    def p99(layout: str, backlog: int) -> float:
+        return median(p.p99_ms for p in points if p.layout == layout and p.backlog == backlog)
+
+    curve: dict[str, list[dict[str, Any]]] = {}
+    for layout in ("dynamic", "single"):
+        curve[layout] = [
+            {
+                "backlog": b,
+                "p50_ms": round(median(p.p50_ms for p in points if p.layout == layout and p.backlog == b), 3),
+                "p99_ms": round(p99(layout, b), 3),
+                "waiting": _waiting(points, layout, b),
+            }
+            for b in sizes.noisy_backlogs
+        ]
+    return Figure(
+        title=f"Premium tenant p99 with {big:,} free-tier messages waiting vs idle (dynamic channels)",
+        goal="<= 1.5",
+        baseline=p99("dynamic", 0),
+        measured=p99("dynamic", big),
+        unit="ms",
+        baseline_name="premium p99 send → handler start, no backlog (the same two workers running)",
+        measured_name=(
+            f"premium p99 while {big:,} free-tier messages wait on the shared database channel "
+            "and its worker drains them"
+        ),
+        details={
+            "backlog": big,
+            "premium_messages_per_burst": sizes.noisy_messages,
+            "interval_s": sizes.noisy_interval,
+            "rounds": sizes.noisy_rounds,
+            "single_queue_ratio": round(p99("single", big) / p99("single", 0), 2),
+            "single_queue_p99_ms": {"idle": round(p99("single", 0), 3), "loaded": round(p99("single", big), 3)},
+            "layouts": {
+                "dynamic": "premium tenant → own database + CeleryChannel (RabbitMQ); free tier → shared "
+                "DatabaseChannel; one consume_channel process per concrete channel",
+                "single": "every tenant → one DatabaseChannel in the shared database; one consume_channel process",
+            },
+            "curve": curve,
+            "points": [p.__dict__ for p in points],
+        },
+    )

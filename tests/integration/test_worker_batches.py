@@ -1,0 +1,159 @@
+"""Inside a database-channel batch: the claim across channels and the per-message savepoint.
+
+Both are shortcuts taken for speed (see BENCHMARKS.md) that must not change what happens:
+
+* ``Worker._claim`` runs one index-friendly query per channel and keeps the first CLAIM_SIZE rows of
+  the union — the same rows, in the same order, as one ``channel IN (…) ORDER BY available_at`` query.
+* ``_MessageAtomic`` leaves a successful message's savepoint for the batch to release (one round trip
+  less per message); everything else is ``atomic()``: a failure undoes only that message's work and
+  drops its ``on_commit`` callbacks, and outside a batch it is a transaction of its own. The batch
+  releases them all before it deletes its rows, so that the DELETE runs in the top transaction
+  (PostgreSQL leaves the index entries of rows a subtransaction deleted for every later claim to wade
+  through until VACUUM).
+
+Runs on every engine.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from django.db import IntegrityError, connections, transaction
+from django.test.utils import CaptureQueriesContext
+
+from ecotone_django.clock import now
+from ecotone_django.conf import get_config
+from ecotone_django.messages import Envelope, message_name
+from ecotone_django.models import OutboxMessage
+from ecotone_django.worker import Worker, _MessageAtomic
+from tests.testapp.messaging import RecordAsync
+from tests.testapp.models import Record
+
+pytestmark = pytest.mark.django_db(databases=["default"], transaction=True)
+
+
+def queue(name: str, channel: str, available_at: datetime) -> None:
+    envelope = Envelope(message_name(RecordAsync), {"name": name}, {"tenant": "free_tier"})
+    OutboxMessage.objects.using("default").create(
+        message_id=envelope.id,
+        channel=channel,
+        handler="tests.testapp.messaging.record_async",
+        message_type=envelope.type,
+        tenant="free_tier",
+        body=envelope.encode(),
+        available_at=available_at,
+        created_at=now(),
+    )
+
+
+def test_a_batch_over_two_channels_takes_the_earliest_rows_of_both() -> None:
+    size = get_config().worker.claim_size
+    start = now() - timedelta(minutes=10)
+    # Due times interleaved over the two channels; "db" alone holds CLAIM_SIZE rows, so taking the first
+    # channel's rows, or every claimed row, would both be wrong.
+    due = {f"m{i:02d}": start + timedelta(seconds=i) for i in range(size + 5)}
+    for i, (name, at) in enumerate(due.items()):
+        queue(name, "db" if i % 3 else "db_other", at)
+    queue("future", "db", now() + timedelta(hours=1))
+    queue("elsewhere", "db_shared_not_consumed", start)
+
+    handled = Worker(["db", "db_other"], relay=False).consume_database_batch("default")
+
+    assert handled == size
+    assert names() == sorted(due)[:size]  # exactly the first CLAIM_SIZE by due time, across both channels
+    assert OutboxMessage.objects.using("default").count() == 5 + 2  # the later five, "future", "elsewhere"
+
+
+class Boom(Exception):
+    pass
+
+
+def names() -> list[str]:
+    return sorted(Record.objects.using("default").values_list("name", flat=True))
+
+
+def message(name: str, ran: list[str], *, fail: bool = False) -> None:
+    """One message of a batch: a row and an on_commit callback, then maybe a failure."""
+    try:
+        with _MessageAtomic("default", savepoint=True, durable=False):
+            Record.objects.using("default").create(name=name)
+            transaction.on_commit(lambda: ran.append(name), using="default")
+            if fail:
+                raise Boom(name)
+    except Boom:
+        pass
+
+
+def test_a_failed_message_undoes_only_its_own_work_and_callbacks() -> None:
+    ran: list[str] = []
+    with CaptureQueriesContext(connections["default"]) as queries, transaction.atomic(using="default"):
+        message("first", ran)
+        message("second", ran, fail=True)
+        message("third", ran)
+        message("fourth", ran, fail=True)  # after a kept savepoint, the rollback still stops at its own
+        assert names() == ["first", "third"]
+        assert ran == []  # nothing runs before the batch commits
+    assert names() == ["first", "third"]
+    assert ran == ["first", "third"]
+    statements = [q["sql"].upper() for q in queries.captured_queries]
+    assert sum(s.startswith("SAVEPOINT") for s in statements) == 4
+    assert sum(s.startswith("ROLLBACK TO SAVEPOINT") for s in statements) == 2
+    assert sum(s.startswith("RELEASE SAVEPOINT") for s in statements) == 2  # only after the rollbacks
+
+
+def _savepoints_open(statements: list[str], upto: int) -> list[str]:
+    """The savepoints open before statement ``upto`` (SAVEPOINT pushes; RELEASE and ROLLBACK TO unwind)."""
+    stack: list[str] = []
+    for sql in statements[:upto]:
+        words = sql.split()
+        name = words[-1].strip('"`[]') if words else ""
+        if sql.startswith("SAVEPOINT"):
+            stack.append(name)
+        elif sql.startswith("RELEASE SAVEPOINT") and name in stack:
+            del stack[stack.index(name) :]
+        elif sql.startswith("ROLLBACK TO SAVEPOINT") and name in stack:
+            del stack[stack.index(name) + 1 :]
+    return stack
+
+
+def test_the_batch_deletes_its_rows_in_the_top_transaction() -> None:
+    start = now() - timedelta(minutes=1)
+    for i in range(3):
+        queue(f"m{i}", "db", start + timedelta(seconds=i))
+    with CaptureQueriesContext(connections["default"]) as queries:
+        assert Worker(["db"], relay=False).consume_database_batch("default") == 3
+    statements = [q["sql"].strip().upper() for q in queries.captured_queries]
+    deletes = [i for i, sql in enumerate(statements) if sql.startswith("DELETE") and "ECOTONE_OUTBOX" in sql]
+    assert deletes, statements
+    assert all(_savepoints_open(statements, i) == [] for i in deletes), statements
+    assert names() == ["m0", "m1", "m2"]
+
+
+def test_a_rolled_back_batch_keeps_nothing() -> None:
+    ran: list[str] = []
+    with pytest.raises(Boom), transaction.atomic(using="default"):
+        message("first", ran)
+        raise Boom("the batch")
+    assert names() == []
+    assert ran == []
+
+
+def test_nested_atomic_blocks_inside_a_message_still_work() -> None:
+    with transaction.atomic(using="default"):
+        with _MessageAtomic("default", savepoint=True, durable=False):
+            Record.objects.using("default").create(name="outer")
+            with pytest.raises(IntegrityError), transaction.atomic(using="default"):
+                Record.objects.using("default").create(pk=Record.objects.using("default").get().pk, name="dup")
+            Record.objects.using("default").create(name="after")
+        assert not connections["default"].needs_rollback
+    assert names() == ["after", "outer"]
+
+
+def test_outside_a_batch_it_is_a_transaction_of_its_own() -> None:
+    ran: list[str] = []
+    message("alone", ran)
+    message("failed", ran, fail=True)
+    assert names() == ["alone"]
+    assert ran == ["alone"]
+    assert not connections["default"].in_atomic_block

@@ -16,18 +16,14 @@ fixtures that use these (and set ``SQS_URL`` / ``KAFKA_URL`` for worker processe
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
-import subprocess
 import sys
 import sysconfig
-import tempfile
-import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tests.helpers.processes import _LIVE, REPO_ROOT, ManagedProcess, _finalize, wait_for
+from tests.helpers.processes import ManagedProcess, wait_for
 
 __all__ = ["LocalServer", "free_port", "moto_server_bin", "start_kafka", "start_sqs", "tansu_bin"]
 
@@ -54,25 +50,9 @@ class LocalServer(ManagedProcess):
     """A server process (``argv``) in its own session, output in a temp file; ``url`` is how kombu reaches it."""
 
     def __init__(self, argv: Sequence[str], url: str, port: int) -> None:
-        self.args = list(argv)
+        super().__init__(argv=argv, log_prefix="ecotone-server-")
         self.url = url
         self.port = port
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        fd, path = tempfile.mkstemp(prefix="ecotone-server-", suffix=".log")
-        os.close(fd)
-        self.log_path = Path(path)
-        with open(self.log_path, "ab") as log:
-            self._popen = subprocess.Popen(
-                self.args,
-                cwd=str(REPO_ROOT),
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self._finalizer = weakref.finalize(self, _finalize, self._popen, self.log_path)
-        _LIVE.add(self)
 
     def wait_until_ready(self, answers: Callable[[], bool]) -> LocalServer:
         def ready() -> bool:

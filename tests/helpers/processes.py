@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
@@ -109,17 +109,19 @@ _LIVE: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
 
 
 class ManagedProcess:
-    """``python manage.py ARGS...`` running from the repository root, started on construction."""
+    """``python manage.py ARGS...`` (or any ``argv``) running from the repository root, started on construction."""
 
     def __init__(
         self,
         *args: str,
         env: Mapping[str, str | None] | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        argv: Sequence[str] | None = None,
+        log_prefix: str = "ecotone-manage-",
     ) -> None:
-        self.args: list[str] = [sys.executable, "manage.py", *args]
+        self.args: list[str] = list(argv) if argv is not None else [sys.executable, "manage.py", *args]
         self.env = _environment(env)
-        fd, path = tempfile.mkstemp(prefix="ecotone-manage-", suffix=".log")
+        fd, path = tempfile.mkstemp(prefix=log_prefix, suffix=".log")
         os.close(fd)
         self.log_path = Path(path)
         # Append mode: the child's writes always go to the end, whatever anyone reads meanwhile.

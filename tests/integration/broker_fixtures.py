@@ -15,13 +15,9 @@ Import the fixtures in a test module with ``from tests.integration.broker_fixtur
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
-import tempfile
-import weakref
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +26,7 @@ from kombu import Connection, Queue
 from kombu.message import Message
 
 from ecotone_django.channels import channels
-from tests.helpers.processes import _LIVE, REPO_ROOT, ManagedProcess, _finalize, wait_for
+from tests.helpers.processes import ManagedProcess, wait_for
 from tests.helpers.services import require, service_url
 
 #: How long a broker may take to come back after it was started again.
@@ -211,28 +207,7 @@ class CeleryWorkerProcess(ManagedProcess):
     """``python -m celery ARGS...`` from the repository root (the rest behaves like ManagedProcess)."""
 
     def __init__(self, *args: str, env: Mapping[str, str | None]) -> None:
-        self.args = [sys.executable, "-m", "celery", *args]
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        for key, value in env.items():
-            if value is None:
-                self.env.pop(key, None)
-            else:
-                self.env[key] = value
-        fd, path = tempfile.mkstemp(prefix="ecotone-celery-", suffix=".log")
-        os.close(fd)
-        self.log_path = Path(path)
-        with open(self.log_path, "ab") as log:
-            self._popen = subprocess.Popen(
-                self.args,
-                cwd=str(REPO_ROOT),
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self._finalizer = weakref.finalize(self, _finalize, self._popen, self.log_path)
-        _LIVE.add(self)
+        super().__init__(env=env, argv=[sys.executable, "-m", "celery", *args], log_prefix="ecotone-celery-")
 
 
 def spawn_celery_worker(app: str, queue: str, env: Mapping[str, str | None]) -> CeleryWorkerProcess:

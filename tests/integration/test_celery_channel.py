@@ -36,7 +36,7 @@ from ecotone_django.messages import Envelope
 from ecotone_django.models import DeadLetter, InboxEntry, OutboxMessage
 from ecotone_django.outbox import Relay
 from ecotone_django.worker import Worker
-from tests.helpers.processes import spawn_manage, wait_for
+from tests.helpers.processes import ManagedProcess, spawn_manage, wait_for
 from tests.integration.broker_fixtures import (
     delete,
     get_one,
@@ -93,6 +93,32 @@ def assert_each_once(alias: str, prefix: str, expected: int) -> None:
     assert set(counts.values()) == {1}, {name: n for name, n in counts.items() if n != 1}
 
 
+def send_redis(name: str, tenant: str = TENANT) -> None:
+    command_bus.send(RecordOnRedis(name), metadata={"tenant": tenant})
+
+
+def send_during_outage(send: Callable[[str], None], caplog: pytest.LogCaptureFixture) -> None:
+    """50 sends while the broker is down: each returns at once, the rows wait in the outbox, one warning."""
+    started = time.monotonic()
+    for i in range(50):
+        send(f"outage-{i:02}")
+    sending = time.monotonic() - started
+    assert sending < 10, f"sends stalled while the broker was down: {sending:.1f} s for 50"
+    assert OutboxMessage.objects.using(TENANT).count() == 50
+    assert len(outage_warnings(caplog, "failed")) == 1, [r.getMessage() for r in caplog.records]
+
+
+def assert_all_arrive_once_after_the_outage(proc: ManagedProcess) -> None:
+    wait_for(
+        lambda: Record.objects.using(TENANT).filter(name__startswith="outage-").count() >= 50,
+        timeout=90,
+        message="all 50 messages to be relayed and handled after the outage",
+    )
+    assert proc.stop() == 0
+    assert_each_once(TENANT, "outage-", 50)
+    assert not OutboxMessage.objects.using(TENANT).exists()
+
+
 def outage_warnings(caplog: pytest.LogCaptureFixture, fragment: str) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "ecotone_django.outbox" and fragment in r.getMessage()]
 
@@ -134,22 +160,9 @@ def test_rabbitmq_down_sends_succeed_and_everything_arrives_once_it_is_back(rabb
     caplog.clear()
 
     with rabbit_outage():
-        started = time.monotonic()
-        for i in range(50):
-            send_rabbit(f"outage-{i:02}")  # returns normally: the rows wait in the outbox
-        sending = time.monotonic() - started
-        assert sending < 10, f"sends stalled while the broker was down: {sending:.1f} s for 50"
-        assert OutboxMessage.objects.using(TENANT).count() == 50
-        assert len(outage_warnings(caplog, "failed")) == 1, [r.getMessage() for r in caplog.records]
+        send_during_outage(send_rabbit, caplog)
 
-    wait_for(
-        lambda: Record.objects.using(TENANT).filter(name__startswith="outage-").count() >= 50,
-        timeout=90,
-        message="all 50 messages to be relayed and handled after the outage",
-    )
-    assert proc.stop() == 0
-    assert_each_once(TENANT, "outage-", 50)
-    assert not OutboxMessage.objects.using(TENANT).exists()
+    assert_all_arrive_once_after_the_outage(proc)
     # With no relay running any more, a new send reaches the queue only through the sender's own fast path.
     send_rabbit("after")
     assert queue_depth(rabbit_url(), rabbit_queue) == 1
@@ -166,23 +179,10 @@ def test_redis_down_sends_succeed_and_everything_arrives_once_it_is_back(redis_q
 
     # Redis keeps nothing on disk: it is stopped and started again while the messages wait in the outbox.
     with redis_outage():
-        started = time.monotonic()
-        for i in range(50):
-            command_bus.send(RecordOnRedis(f"outage-{i:02}"), metadata={"tenant": TENANT})
-        sending = time.monotonic() - started
-        assert sending < 10, f"sends stalled while the broker was down: {sending:.1f} s for 50"
-        assert OutboxMessage.objects.using(TENANT).count() == 50
-        assert len(outage_warnings(caplog, "failed")) == 1, [r.getMessage() for r in caplog.records]
+        send_during_outage(send_redis, caplog)
 
-    wait_for(
-        lambda: Record.objects.using(TENANT).filter(name__startswith="outage-").count() >= 50,
-        timeout=90,
-        message="all 50 messages to be relayed and handled after the outage",
-    )
-    assert proc.stop() == 0
-    assert_each_once(TENANT, "outage-", 50)
-    assert not OutboxMessage.objects.using(TENANT).exists()
-    command_bus.send(RecordOnRedis("after"), metadata={"tenant": TENANT})
+    assert_all_arrive_once_after_the_outage(proc)
+    send_redis("after")
     assert queue_depth(redis_url(), redis_queue) == 1
     assert outage_warnings(caplog, "works again"), "the fast path did not recover"
 

@@ -9,11 +9,13 @@ worker, finding the committed row, skips it. The key is the message id, or the b
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Q
 
 from .clock import now
 from .conf import get_config
@@ -57,6 +59,54 @@ def record(alias: str, handler: Handler, envelope: Envelope) -> None:
     handled_at = connection.ops.adapt_datetimefield_value(now())
     with connection.cursor() as cursor:
         cursor.execute(_insert_sql(connection), [inbox_key(handler, envelope), handler.id, handled_at])
+
+
+def supports_record_many(alias: str) -> bool:
+    """Whether :func:`record_many` works on ``alias``: an INSERT that skips conflicts and returns the rest."""
+    connection = connections[alias]
+    if connection.vendor == "postgresql":
+        return True
+    if connection.vendor == "sqlite":
+        import sqlite3
+
+        return sqlite3.sqlite_version_info >= (3, 35)
+    return False  # MariaDB's INSERT IGNORE also hides other errors
+
+
+def record_many(alias: str, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Insert the inbox rows ``(key, handler)`` in one statement; returns those that were not there yet.
+
+    A key another transaction holds uncommitted makes the INSERT wait for it, as :func:`record` does.
+    Rows go in sorted, so that two workers with overlapping batches lock them in the same order.
+    """
+    if not keys:
+        return set()
+    connection = connections[alias]
+    quote, meta = connection.ops.quote_name, InboxEntry._meta
+    column = {field.name: field.column or field.name for field in meta.concrete_fields}
+    rows = sorted(set(keys))
+    handled_at = connection.ops.adapt_datetimefield_value(now())
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({quote(column['key'])}, {quote(column['handler'])}, "
+        f"{quote(column['handled_at'])}) VALUES {', '.join(['(%s, %s, %s)'] * len(rows))} "
+        f"ON CONFLICT DO NOTHING RETURNING {quote(column['key'])}, {quote(column['handler'])}"
+    )
+    params: list[Any] = []
+    for key, handler_id in rows:
+        params += [key, handler_id, handled_at]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {(key, handler_id) for key, handler_id in cursor.fetchall()}
+
+
+def forget(alias: str, keys: Sequence[tuple[str, str]]) -> None:
+    """Delete inbox rows recorded by :func:`record_many` for messages that were not handled after all."""
+    if not keys:
+        return
+    condition = Q()
+    for key, handler_id in keys:
+        condition |= Q(key=key, handler=handler_id)
+    InboxEntry.objects.using(alias).filter(condition).delete()
 
 
 def already_handled(alias: str, handler: Handler, envelope: Envelope) -> bool:

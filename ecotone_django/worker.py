@@ -49,6 +49,10 @@ IMMEDIATE_RETRIES = 3
 BATCH_SECONDS = 0.1  # a database-channel claim holds about this much work
 
 
+#: One delivery as a channel hands it over: body, handler id, channel, attempts, and the envelope if decoded.
+Delivery = tuple[str | bytes, str, str, int, Envelope | None]
+
+
 class Outcome(enum.Enum):
     HANDLED = "handled"
     DUPLICATE = "duplicate"
@@ -95,14 +99,44 @@ class _MessageAtomic(transaction.Atomic):
         super().__exit__(exc_type, exc_value, traceback)
 
 
-def process(body: str | bytes, handler_id: str, channel: str, attempts: int, *, fallback_alias: str) -> Outcome:
-    """Handle one delivery of ``body`` for ``handler_id``; never raises for a bad message or a failing handler.
-
-    Database errors outside the handler (a lost connection) do propagate: the
-    caller rolls back and the message is delivered again.
-    """
+def delivery_alias(body: str | bytes, fallback_alias: str) -> tuple[Envelope | None, str]:
+    """The decoded envelope of ``body`` and the database its handling writes to (``fallback_alias`` if bad)."""
     try:
         envelope = Envelope.decode(body)
+    except DecodeError:
+        return None, fallback_alias
+    alias = alias_for(tenant_of(envelope))
+    return envelope, alias if alias in connections.settings else fallback_alias
+
+
+@dataclass
+class Prepared:
+    """A delivery decoded and matched to its handler, ready to run."""
+
+    envelope: Envelope
+    alias: str
+    tenant: str | None
+    text: str
+    handler: Handler
+    message: Any
+    channel: str
+    attempts: int
+    registry: Registry
+
+
+def prepare(
+    body: str | bytes,
+    handler_id: str,
+    channel: str,
+    attempts: int,
+    *,
+    fallback_alias: str,
+    envelope: Envelope | None = None,
+) -> Prepared | Outcome:
+    """Decode ``body`` and find its handler and database; bad input is dead-lettered (``Outcome.DEAD``)."""
+    try:
+        if envelope is None:
+            envelope = Envelope.decode(body)
     except DecodeError as exc:
         dead_letter(
             fallback_alias,
@@ -145,16 +179,27 @@ def process(body: str | bytes, handler_id: str, channel: str, attempts: int, *, 
             tenant=tenant,
         )
         return Outcome.DEAD
+    return Prepared(envelope, alias, tenant, text, handler, message, channel, attempts, registry)
 
+
+def run(delivery: Prepared, *, recorded: bool = False) -> Outcome:
+    """Run a prepared delivery in its own savepoint (or transaction); a failure stores a retry or dead letter.
+
+    ``recorded``: the caller inserted the inbox row already, in the enclosing transaction (see
+    :meth:`Worker.handle_many`); a failure then deletes it again, so that the retry is not taken for a
+    duplicate.
+    """
+    alias, handler, envelope = delivery.alias, delivery.handler, delivery.envelope
     error: BaseException | None = None
     for _immediate in range(IMMEDIATE_RETRIES):
         try:
             with _MessageAtomic(alias, savepoint=True, durable=False):
-                inbox.record(alias, handler, envelope)
-                invoke(handler, message, envelope, registry)
+                if not recorded:
+                    inbox.record(alias, handler, envelope)
+                invoke(handler, delivery.message, envelope, delivery.registry)
             return Outcome.HANDLED
         except IntegrityError as exc:
-            if inbox.already_handled(alias, handler, envelope):
+            if not recorded and inbox.already_handled(alias, handler, envelope):
                 logger.info("duplicate %s for %s skipped", envelope.id, handler.id)
                 return Outcome.DUPLICATE
             error = exc  # the handler's own integrity error: a failure like any other
@@ -171,24 +216,44 @@ def process(body: str | bytes, handler_id: str, channel: str, attempts: int, *, 
             error = exc
             break
     assert error is not None
-    attempts += 1
+    attempts = delivery.attempts + 1
     with transaction.atomic(using=alias):
+        if recorded:
+            inbox.forget(alias, [(inbox.inbox_key(handler, envelope), handler.id)])
         if attempts >= get_config().retry.max_attempts:
             dead_letter(
                 alias,
                 reason=f"failed {attempts} time(s): {describe(error)}"[:255],
-                body=text,
+                body=delivery.text,
                 exc=error,
                 envelope=envelope,
                 handler_id=handler.id,
-                channel=channel,
+                channel=delivery.channel,
                 attempts=attempts,
-                tenant=tenant,
+                tenant=delivery.tenant,
             )
             return Outcome.DEAD
-        schedule_retry(alias, envelope, handler, channel, attempts, error)
+        schedule_retry(alias, envelope, handler, delivery.channel, attempts, error)
     logger.warning("%s failed (attempt %d): %s; retrying later", handler.id, attempts, describe(error))
     return Outcome.RETRY
+
+
+def process(
+    body: str | bytes,
+    handler_id: str,
+    channel: str,
+    attempts: int,
+    *,
+    fallback_alias: str,
+    envelope: Envelope | None = None,
+) -> Outcome:
+    """Handle one delivery of ``body`` for ``handler_id``; never raises for a bad message or a failing handler.
+
+    ``envelope`` is ``body`` already decoded, when the caller has it. Database errors outside the handler
+    (a lost connection) do propagate: the caller rolls back and the message is delivered again.
+    """
+    prepared = prepare(body, handler_id, channel, attempts, fallback_alias=fallback_alias, envelope=envelope)
+    return prepared if isinstance(prepared, Outcome) else run(prepared)
 
 
 @dataclass
@@ -214,6 +279,15 @@ class Stats:
             else:
                 self.dead += 1
                 self.consecutive_failures += 1
+
+    def snapshot(self) -> tuple[int, int, int, int, int]:
+        with self.lock:
+            return (self.handled, self.duplicates, self.retried, self.dead, self.consecutive_failures)
+
+    def restore(self, counts: tuple[int, int, int, int, int]) -> None:
+        """Forget outcomes counted since :meth:`snapshot` (their transaction was rolled back)."""
+        with self.lock:
+            self.handled, self.duplicates, self.retried, self.dead, self.consecutive_failures = counts
 
     @property
     def total(self) -> int:
@@ -313,24 +387,86 @@ class Worker:
     # -- one delivery ----------------------------------------------------------
 
     def handle_delivery(
-        self, body: str | bytes, handler_id: str, channel: str, attempts: int, fallback_alias: str
+        self,
+        body: str | bytes,
+        handler_id: str,
+        channel: str,
+        attempts: int,
+        fallback_alias: str,
+        envelope: Envelope | None = None,
     ) -> Outcome:
-        started = time.monotonic()
-        with _TimeLimit(self.time_limit):
-            outcome = process(body, handler_id, channel, attempts, fallback_alias=fallback_alias)
-        self._seconds_per_message += (time.monotonic() - started - self._seconds_per_message) * 0.2
+        outcome = self._timed(
+            lambda: process(body, handler_id, channel, attempts, fallback_alias=fallback_alias, envelope=envelope)
+        )
         self.stats.count(outcome)
         return outcome
 
-    def claim_limit(self) -> int:
-        """How many rows to claim: about BATCH_SECONDS of work, CLAIM_SIZE at most, one while failing.
+    def handle_many(self, alias: str, deliveries: Sequence[Delivery], fallback_alias: str) -> int:
+        """Handle ``deliveries`` in the caller's open transaction on ``alias``; returns how many were taken.
 
-        A batch holds its rows locked until it commits, so slow handlers claim one
-        message at a time and never keep work from an idle consumer.
+        Where the database can say which rows an INSERT skipped (PostgreSQL, SQLite), the inbox rows of
+        the whole batch go in with one statement before the handlers run, and a message whose row was
+        there already is a duplicate; each handler then runs in its own savepoint, and a failure deletes
+        its inbox row again with the retry. Elsewhere each message records its own row. A stop request
+        ends the batch after the message in hand; the deliveries not taken are left to the caller.
+        """
+        if len(deliveries) < 2 or not inbox.supports_record_many(alias):
+            taken = 0
+            for body, handler_id, channel, attempts, envelope in deliveries:
+                if taken and self.should_stop():
+                    break
+                self.handle_delivery(body, handler_id, channel, attempts, fallback_alias, envelope)
+                taken += 1
+            return taken
+        prepared: list[Prepared | Outcome] = []
+        for body, handler_id, channel, attempts, envelope in deliveries:
+            ready = prepare(body, handler_id, channel, attempts, fallback_alias=fallback_alias, envelope=envelope)
+            if isinstance(ready, Prepared) and ready.alias != alias:  # another tenant database: its own transaction
+                ready = self._timed(lambda r=ready: run(r))  # type: ignore[misc]
+            prepared.append(ready)
+        keys = [
+            (inbox.inbox_key(p.handler, p.envelope), p.handler.id) if isinstance(p, Prepared) else None
+            for p in prepared
+        ]
+        new = inbox.record_many(alias, [key for key in keys if key is not None])
+        taken = 0
+        for ready, key in zip(prepared, keys, strict=True):
+            if taken and self.should_stop():
+                break
+            taken += 1
+            if isinstance(ready, Outcome):
+                self.stats.count(ready)
+            elif key not in new:
+                logger.info("duplicate %s for %s skipped", ready.envelope.id, ready.handler.id)
+                self.stats.count(Outcome.DUPLICATE)
+            else:
+                new.discard(key)  # the same key twice in one batch: the second is a duplicate
+                self.stats.count(self._timed(lambda r=ready: run(r, recorded=True)))  # type: ignore[misc]
+        if taken < len(deliveries):
+            inbox.forget(alias, [key for key in keys[taken:] if key is not None and key in new])
+        return taken
+
+    def _timed(self, handle: Callable[[], Outcome]) -> Outcome:
+        """Run ``handle`` under the time limit and feed its duration into the batch sizing."""
+        started = time.monotonic()
+        with _TimeLimit(self.time_limit):
+            outcome = handle()
+        self._seconds_per_message += (time.monotonic() - started - self._seconds_per_message) * 0.2
+        return outcome
+
+    def claim_limit(self) -> int:
+        """How many database-channel rows to claim per transaction (see :meth:`batch_limit`)."""
+        return self.batch_limit(self.claim_size)
+
+    def batch_limit(self, maximum: int) -> int:
+        """Messages per transaction: about BATCH_SECONDS of work, ``maximum`` at most, one while failing.
+
+        A batch holds its messages (locked rows, unacknowledged deliveries) until it commits, so slow
+        handlers take one message at a time and never keep work from an idle consumer.
         """
         if self.failing:
             return 1
-        return max(1, min(self.claim_size, int(BATCH_SECONDS / max(self._seconds_per_message, 1e-6))))
+        return max(1, min(maximum, int(BATCH_SECONDS / max(self._seconds_per_message, 1e-6))))
 
     @property
     def failing(self) -> bool:
@@ -353,17 +489,16 @@ class Worker:
         """
         with transaction.atomic(using=alias):
             rows = self._claim(alias, self.claim_limit())
-            done: list[int] = []
             # The messages' savepoints (kept, see _MessageAtomic) nest in this one; releasing it releases them
             # all, so that the DELETE below runs in the top transaction. Rows deleted inside a savepoint left
             # index entries that later scans on PostgreSQL did not mark dead, so every claim waded through
             # all rows deleted since the last VACUUM (5 ms per claim after 30,000; BENCHMARKS.md).
             with transaction.atomic(using=alias):
-                for _, pk, body, handler_id, channel, attempts in rows:
-                    if done and self.should_stop():
-                        break
-                    self.handle_delivery(body, handler_id, channel, attempts, fallback_alias=alias)
-                    done.append(pk)
+                deliveries = [
+                    (body, handler_id, channel, attempts, None) for _, _, body, handler_id, channel, attempts in rows
+                ]
+                taken = self.handle_many(alias, deliveries, fallback_alias=alias)
+            done = [row[1] for row in rows[:taken]]
             outbox = OutboxMessage.objects.using(alias)
             if connections[alias].vendor == "mysql":
                 # MariaDB plans "id IN (…)" on a small table as a full scan that locks every row it reads,

@@ -7,7 +7,7 @@ the checks a consumer runs before it takes its first message.
 
 | transport | ordering | what the profile adds |
 |---|---|---|
-| RabbitMQ ``amqp://`` | FIFO per queue (one consumer, prefetch 1) | nothing: confirms are in the channel |
+| RabbitMQ ``amqp://`` | FIFO per queue (one consumer) | prefetch 32, handled per transaction; confirms |
 | Redis ``redis://`` | FIFO per list | nothing |
 | SQS ``sqs://`` | none (standard queue) | long polling on; visibility timeout above the time limit |
 | Kafka ``confluentkafka://`` | FIFO per partition (key → partition) | confirmed produce, commit on ack, |
@@ -42,6 +42,8 @@ class TransportProfile:
     name: str
     #: Transport options used unless ``broker_transport_options`` sets them.
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    #: A consumer's prefetch unless the channel's OPTIONS set ``prefetch_count``.
+    prefetch_count: int = 1
 
     @property
     def transport_cls(self) -> type | None:
@@ -133,10 +135,13 @@ class KafkaProfile(TransportProfile):
 
 
 _PLAIN = TransportProfile("broker")
+#: RabbitMQ: a consumer handles the deliveries it holds in one transaction (a savepoint each), so the
+#: window is the batch. 32 keeps a batch within the 64 subtransactions PostgreSQL caches per transaction.
+_RABBITMQ = TransportProfile("RabbitMQ", prefetch_count=32)
 _PROFILES: dict[str, TransportProfile] = {
-    "amqp": TransportProfile("RabbitMQ"),
-    "amqps": TransportProfile("RabbitMQ"),
-    "pyamqp": TransportProfile("RabbitMQ"),
+    "amqp": _RABBITMQ,
+    "amqps": _RABBITMQ,
+    "pyamqp": _RABBITMQ,
     "redis": TransportProfile("Redis"),
     "rediss": TransportProfile("Redis"),
     "sqs": SqsProfile("SQS", {"wait_time_seconds": 10, "polling_interval": 0}),

@@ -34,7 +34,7 @@ from ecotone_django.channels.celery import JSON, TASK_NAME, task_message
 from ecotone_django.clock import clock, now
 from ecotone_django.messages import Envelope
 from ecotone_django.models import DeadLetter, InboxEntry, OutboxMessage
-from ecotone_django.outbox import Relay
+from ecotone_django.outbox import PUBLISH_LEASE, Relay
 from ecotone_django.worker import Worker
 from tests.helpers.processes import ManagedProcess, spawn_manage, wait_for
 from tests.integration.broker_fixtures import (
@@ -135,9 +135,15 @@ def test_a_sender_killed_between_commit_and_publish_is_relayed(rabbit_queue, wor
     assert (row.channel, row.handler) == ("rabbit", "tests.testapp.messaging.record_on_rabbit")
     assert queue_depth(url, rabbit_queue) == 0, "the fast path must not have run"
 
+    # The sender publishes without locking the row: for PUBLISH_LEASE the relay leaves it to the sender ...
+    assert row.created_at < row.available_at <= row.created_at + PUBLISH_LEASE
     relay = spawn_manage("relay_outbox", "--once", env=worker_env())
     assert relay.wait(60) == 0, relay.output_tail()
-    assert "relayed 1" in relay.output()
+    assert "relayed 0" in relay.output()
+    # ... and publishes it once the lease has run out.
+    relay = spawn_manage("relay_outbox", env=worker_env())
+    wait_for(lambda: queue_depth(url, rabbit_queue) == 1, timeout=30, message="the relay to publish the orphan")
+    assert relay.stop() == 0
     assert not OutboxMessage.objects.using(TENANT).exists()
     assert queue_depth(url, rabbit_queue) == 1
 

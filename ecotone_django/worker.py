@@ -10,6 +10,7 @@ at once. Nothing a handler raises stops the worker.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import signal
@@ -69,34 +70,58 @@ def _message_class(registry: Registry, handler: Handler, envelope: Envelope) -> 
     return cls
 
 
-class _MessageAtomic(transaction.Atomic):
-    """``atomic()`` for one message; inside a database-channel batch its savepoint is kept, not released.
+class _HandlerSavepoint:
+    """The savepoint around one handler in a batch transaction, made right before its first statement.
 
-    In the batch transaction every message runs in a savepoint so that a failure undoes only its own
-    work. On success Django would send ``RELEASE SAVEPOINT`` — one of the three round trips a message
-    costs (SAVEPOINT, inbox INSERT, RELEASE). Here it is left to the batch, which releases all of them
-    with one enclosing savepoint (``Worker.consume_database_batch``); failures still roll back to the
-    savepoint exactly as ``atomic()`` does, and as the outermost block (a broker delivery) it is plain
-    ``atomic()``. The savepoints stay nested on the server meanwhile, at most CLAIM_SIZE of them —
-    PostgreSQL keeps the subtransaction of a released savepoint until the commit too.
+    In a batch every message runs in a savepoint, so that a failure undoes only its own work. Made up
+    front, as ``atomic()`` makes it, that is a round trip per message even for a handler that sends
+    nothing to this database; here ``SAVEPOINT`` goes out just before the first statement the handler
+    runs through Django on this connection (an execute wrapper, so nested ``atomic()`` blocks, the ORM
+    and ``connection.cursor()`` all count). On success the savepoint is kept, not released: the batch
+    ends them all at once (see ``Worker.consume_database_batch``). On failure the connection rolls back
+    to it, if it was made, and drops the ``on_commit`` callbacks the handler registered. Statements sent
+    on the driver's own connection object, past Django, are not seen and not rolled back.
     """
 
+    def __init__(self, alias: str) -> None:
+        self.connection = connections[alias]
+        self.sid: str | None = None
+        self._making = False
+        self._callbacks = 0
+        self._wrapper: contextlib.AbstractContextManager[None] | None = None
+
+    def _first_statement(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+        if self.sid is None and not self._making:
+            self._making = True  # the SAVEPOINT statement itself passes through this wrapper
+            self.sid = self.connection.savepoint()
+            if self.sid is not None:
+                self.connection.savepoint_ids.append(self.sid)  # on_commit callbacks registered from now on
+        return execute(sql, params, many, context)
+
+    def __enter__(self) -> None:
+        self._callbacks = len(self.connection.run_on_commit)
+        self._wrapper = self.connection.execute_wrapper(self._first_statement)
+        self._wrapper.__enter__()
+
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
-        connection = transaction.get_connection(self.using)
-        if (
-            exc_type is None
-            and not connection.needs_rollback
-            and not connection.closed_in_transaction
-            and len(connection.atomic_blocks) > 1  # nested in the batch's block
-            and connection.savepoint_ids
-            and connection.savepoint_ids[-1] is not None  # this block made a savepoint
-        ):
-            # Atomic.__exit__'s bookkeeping for a successful nested block, without the RELEASE; the
-            # savepoint's id leaves savepoint_ids, so on_commit callbacks registered in it run at commit.
-            connection.atomic_blocks.pop()
-            connection.savepoint_ids.pop()
+        assert self._wrapper is not None
+        self._wrapper.__exit__(None, None, None)
+        if self.sid is not None and self.sid in self.connection.savepoint_ids:
+            self.connection.savepoint_ids.remove(self.sid)
+        if exc_type is None:
             return
-        super().__exit__(exc_type, exc_value, traceback)
+        self.connection.needs_rollback = False  # what the handler did is undone (below); the batch goes on
+        if self.sid is not None:
+            self.connection.savepoint_rollback(self.sid)
+            self.connection.savepoint_commit(self.sid)  # released, as atomic() does: it is not reused
+        del self.connection.run_on_commit[self._callbacks :]
+
+
+def _message_block(alias: str) -> contextlib.AbstractContextManager[Any]:
+    """A message's own transaction, or its savepoint inside a batch."""
+    if connections[alias].in_atomic_block:
+        return _HandlerSavepoint(alias)
+    return transaction.atomic(using=alias)
 
 
 def delivery_alias(body: str | bytes, fallback_alias: str) -> tuple[Envelope | None, str]:
@@ -193,7 +218,7 @@ def run(delivery: Prepared, *, recorded: bool = False) -> Outcome:
     error: BaseException | None = None
     for _immediate in range(IMMEDIATE_RETRIES):
         try:
-            with _MessageAtomic(alias, savepoint=True, durable=False):
+            with _message_block(alias):
                 if not recorded:
                     inbox.record(alias, handler, envelope)
                 invoke(handler, delivery.message, envelope, delivery.registry)
@@ -254,6 +279,23 @@ def process(
     """
     prepared = prepare(body, handler_id, channel, attempts, fallback_alias=fallback_alias, envelope=envelope)
     return prepared if isinstance(prepared, Outcome) else run(prepared)
+
+
+def _claim_sql(connection: Any, *, tenants: int, with_time: bool) -> str:
+    """The due-row claim of one channel; parameters: channel, now, the tenants, limit."""
+    quote = connection.ops.quote_name
+    columns = ["available_at"] if with_time else []
+    columns += ["id", "body", "handler", "channel", "attempts"]
+    sql = (
+        f"SELECT {', '.join(map(quote, columns))} FROM {quote(OutboxMessage._meta.db_table)} "
+        f"WHERE {quote('channel')} = %s AND {quote('available_at')} <= %s"
+    )
+    if tenants:
+        sql += f" AND {quote('tenant')} IN ({', '.join(['%s'] * tenants)})"
+    sql += f" ORDER BY {quote('available_at')}, {quote('id')} LIMIT %s"
+    if connection.features.has_select_for_update_skip_locked:
+        sql += " FOR UPDATE SKIP LOCKED"
+    return sql
 
 
 @dataclass
@@ -489,7 +531,7 @@ class Worker:
         """
         with transaction.atomic(using=alias):
             rows = self._claim(alias, self.claim_limit())
-            # The messages' savepoints (kept, see _MessageAtomic) nest in this one; releasing it releases them
+            # The messages' savepoints (kept, see _HandlerSavepoint) nest in this one; releasing it releases them
             # all, so that the DELETE below runs in the top transaction. Rows deleted inside a savepoint left
             # index entries that later scans on PostgreSQL did not mark dead, so every claim waded through
             # all rows deleted since the last VACUUM (5 ms per claim after 30,000; BENCHMARKS.md).
@@ -499,14 +541,7 @@ class Worker:
                 ]
                 taken = self.handle_many(alias, deliveries, fallback_alias=alias)
             done = [row[1] for row in rows[:taken]]
-            outbox = OutboxMessage.objects.using(alias)
-            if connections[alias].vendor == "mysql":
-                # MariaDB plans "id IN (…)" on a small table as a full scan that locks every row it reads,
-                # so two consumers deleting their claimed batches deadlock; a primary-key delete locks one row.
-                for pk in done:
-                    outbox.filter(pk=pk).delete()
-            elif done:
-                outbox.filter(pk__in=done).delete()
+            self._delete(alias, done)
         return len(done)
 
     def _claim(self, alias: str, limit: int) -> list[tuple[Any, ...]]:
@@ -516,20 +551,36 @@ class Worker:
         after ``limit`` rows, where ``channel IN (a, b) ORDER BY available_at`` makes PostgreSQL sort every
         due row of both channels for each claim (12x slower with 100,000 waiting; BENCHMARKS.md). The first
         ``limit`` of the union are the rows the single query would have returned; the rest stay queued.
-        Plain tuples, not model instances: nothing here reads more than these columns.
+        Rows are ``(available_at, id, body, handler, channel, attempts)`` (``available_at`` only when there
+        are several channels to merge): plain SQL and tuples, as building the ORM query and converting
+        every timestamp was a third of a worker's time per batch.
         """
-        queryset = OutboxMessage.objects.using(alias).select_for_update(skip_locked=True)
-        queryset = queryset.filter(available_at__lte=now())
-        if self.tenants:
-            queryset = queryset.filter(tenant__in=self.tenants)
-        columns = ("available_at", "pk", "body", "handler", "channel", "attempts")
+        connection = connections[alias]
+        merge = len(self.database_channels) > 1
+        sql = _claim_sql(connection, tenants=len(self.tenants), with_time=merge)
+        moment = connection.ops.adapt_datetimefield_value(now())
         rows: list[tuple[Any, ...]] = []
-        for name in self.database_channels:
-            per_channel = queryset.filter(channel=name).order_by("available_at", "id")[:limit]
-            rows.extend(per_channel.values_list(*columns))
-        if len(self.database_channels) > 1:
+        with connection.cursor() as cursor:
+            for name in self.database_channels:
+                cursor.execute(sql, [name, moment, *self.tenants, limit])
+                rows.extend(cursor.fetchall() if merge else ((None, *row) for row in cursor.fetchall()))
+        if merge:
             rows = sorted(rows, key=lambda row: (row[0], row[1]))[:limit]
         return rows
+
+    def _delete(self, alias: str, pks: Sequence[int]) -> None:
+        if not pks:
+            return
+        connection = connections[alias]
+        table = connection.ops.quote_name(OutboxMessage._meta.db_table)
+        with connection.cursor() as cursor:
+            if connection.vendor == "mysql":
+                # MariaDB plans "id IN (…)" on a small table as a full scan that locks every row it reads,
+                # so two consumers deleting their claimed batches deadlock; a primary-key delete locks one row.
+                for pk in pks:
+                    cursor.execute(f"DELETE FROM {table} WHERE id = %s", [pk])
+            else:
+                cursor.execute(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(pks))})", list(pks))
 
     def consume_database_once(self, alias: str) -> bool:
         """Handle one batch from ``alias``; ``False`` when nothing was due there."""

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.db import InterfaceError, OperationalError, close_old_connections, transaction
 from django.utils.module_loading import import_string
-from kombu import Connection, Exchange, Producer, Queue
+from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.message import Message
 
@@ -479,27 +479,29 @@ class CeleryChannel(BrokerChannel):
                         raise
                     checked = True
                 batch: list[Message] = []
-                prefetch = self.prefetch_count
-                with conn.Consumer(
-                    [self.queue], on_message=batch.append, prefetch_count=prefetch, accept=[JSON]
-                ) as consumer:
+                # The window is the channel's (global) qos, so that it can change under a running consumer:
+                # a consumer's own limit is fixed when it starts. It starts at one (see _adapt_prefetch).
+                prefetch = 1
+                channel = conn.channel()
+                channel.basic_qos(0, prefetch, True)
+                with Consumer(channel, [self.queue], on_message=batch.append, accept=[JSON]):
                     if backoff > 0.5:
                         logger.warning("consuming %r again", self.name)
                     backoff = 0.5
                     while not worker.should_stop():
-                        try:
-                            conn.drain_events(timeout=worker.poll_interval)
-                        except TimeoutError:
-                            if worker.stop_when_empty and not self._relay_pending(worker):
-                                worker.stop()
-                            continue
+                        if not batch:  # deliveries can arrive during basic.qos: those are handled first
+                            try:
+                                conn.drain_events(timeout=worker.poll_interval)
+                            except TimeoutError:
+                                if worker.stop_when_empty and not self._relay_pending(worker):
+                                    worker.stop()
+                                continue
                         limit = worker.batch_limit(prefetch)
-                        try:
-                            self._take_buffered(conn, batch, limit)
-                            self.handle_batch(worker, batch, limit)
-                        finally:
-                            batch.clear()
-                        prefetch = self._adapt_prefetch(consumer, worker, prefetch)
+                        self._take_buffered(conn, batch, limit)
+                        taken = batch[:]
+                        del batch[: len(taken)]
+                        self.handle_batch(worker, taken, limit)
+                        prefetch = self._adapt_prefetch(channel, worker, prefetch)
             except TimeoutError:
                 continue
             except (KombuOperationalError, *conn.recoverable_connection_errors, *conn.connection_errors) as exc:
@@ -513,18 +515,22 @@ class CeleryChannel(BrokerChannel):
                     logger.debug("releasing the consumer connection failed", exc_info=True)
                 close_old_connections()
 
-    def _adapt_prefetch(self, consumer: Any, worker: Worker, current: int) -> int:
-        """Hold about BATCH_SECONDS of work: slow handlers (or failures) bring the prefetch down to one.
+    def _adapt_prefetch(self, channel: Any, worker: Worker, current: int) -> int:
+        """Hold about BATCH_SECONDS of work, ``prefetch_count`` at most: slow handlers keep the window at one.
 
-        Unacknowledged deliveries wait for this consumer while another one may be idle, so the window
-        follows the handling time; it is changed only when it is off by half or more (``basic.qos`` is a
-        round trip).
+        Unacknowledged deliveries wait for this consumer while another may be idle, so the window starts
+        at one and follows the handling time: it doubles while batches stay short, and shrinks at once
+        when they get long or handlers fail. ``basic.qos`` is a round trip: only a change by half or more
+        is sent.
         """
         wanted = worker.batch_limit(self.prefetch_count)
-        if wanted * 2 <= current or wanted >= current * 2:
-            consumer.qos(prefetch_count=wanted)
-            return wanted
-        return current
+        if wanted > current:
+            wanted = min(wanted, current * 2)
+        elif wanted * 2 > current:
+            return current
+        if wanted != current:
+            channel.basic_qos(0, wanted, True)
+        return wanted
 
     def _relay_pending(self, worker: Worker) -> bool:
         """Rows of this channel the relay still has to publish (due, or leased to their sender)."""

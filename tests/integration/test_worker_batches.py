@@ -4,9 +4,10 @@ Both are shortcuts taken for speed (see BENCHMARKS.md) that must not change what
 
 * ``Worker._claim`` runs one index-friendly query per channel and keeps the first CLAIM_SIZE rows of
   the union — the same rows, in the same order, as one ``channel IN (…) ORDER BY available_at`` query.
-* ``_MessageAtomic`` leaves a successful message's savepoint for the batch to release (one round trip
-  less per message); everything else is ``atomic()``: a failure undoes only that message's work and
-  drops its ``on_commit`` callbacks, and outside a batch it is a transaction of its own. The batch
+* ``_message_block`` makes a message's savepoint only before its first statement and leaves a
+  successful one for the batch to release (round trips saved per message); otherwise it behaves as
+  ``atomic()``: a failure undoes only that message's work and drops its ``on_commit`` callbacks, and
+  outside a batch it is a transaction of its own. The batch
   releases them all before it deletes its rows, so that the DELETE runs in the top transaction
   (PostgreSQL leaves the index entries of rows a subtransaction deleted for every later claim to wade
   through until VACUUM).
@@ -26,7 +27,7 @@ from ecotone_django.clock import now
 from ecotone_django.conf import get_config
 from ecotone_django.messages import Envelope, message_name
 from ecotone_django.models import OutboxMessage
-from ecotone_django.worker import Worker, _MessageAtomic
+from ecotone_django.worker import Worker, _message_block
 from tests.testapp.messaging import RecordAsync
 from tests.testapp.models import Record
 
@@ -73,16 +74,41 @@ def names() -> list[str]:
     return sorted(Record.objects.using("default").values_list("name", flat=True))
 
 
-def message(name: str, ran: list[str], *, fail: bool = False) -> None:
-    """One message of a batch: a row and an on_commit callback, then maybe a failure."""
+def message(name: str, ran: list[str], *, fail: bool = False, write: bool = True) -> None:
+    """One message of a batch: maybe a row, an on_commit callback, then maybe a failure."""
     try:
-        with _MessageAtomic("default", savepoint=True, durable=False):
-            Record.objects.using("default").create(name=name)
+        with _message_block("default"):
+            if write:
+                Record.objects.using("default").create(name=name)
             transaction.on_commit(lambda: ran.append(name), using="default")
             if fail:
                 raise Boom(name)
     except Boom:
         pass
+
+
+def test_a_message_that_sends_no_statement_costs_no_savepoint() -> None:
+    ran: list[str] = []
+    with CaptureQueriesContext(connections["default"]) as queries, transaction.atomic(using="default"):
+        message("quiet", ran, write=False)
+        message("quiet-failed", ran, write=False, fail=True)  # its callback goes, with nothing to roll back
+        message("writes", ran)
+        assert not connections["default"].needs_rollback
+    statements = [q["sql"].upper() for q in queries.captured_queries]
+    assert sum(s.startswith("SAVEPOINT") for s in statements) == 1, statements
+    assert names() == ["writes"]
+    assert ran == ["quiet", "writes"]
+
+
+def test_a_failure_inside_an_inner_block_without_savepoint_leaves_the_batch_usable() -> None:
+    with transaction.atomic(using="default"):
+        with pytest.raises(Boom), _message_block("default"):
+            Record.objects.using("default").create(name="undone")
+            with transaction.atomic(using="default", savepoint=False):
+                raise Boom("inner")
+        assert not connections["default"].needs_rollback
+        message("kept", [])
+    assert names() == ["kept"]
 
 
 def test_a_failed_message_undoes_only_its_own_work_and_callbacks() -> None:
@@ -141,7 +167,7 @@ def test_a_rolled_back_batch_keeps_nothing() -> None:
 
 def test_nested_atomic_blocks_inside_a_message_still_work() -> None:
     with transaction.atomic(using="default"):
-        with _MessageAtomic("default", savepoint=True, durable=False):
+        with _message_block("default"):
             Record.objects.using("default").create(name="outer")
             with pytest.raises(IntegrityError), transaction.atomic(using="default"):
                 Record.objects.using("default").create(pk=Record.objects.using("default").get().pk, name="dup")

@@ -281,11 +281,10 @@ def process(
     return prepared if isinstance(prepared, Outcome) else run(prepared)
 
 
-def _claim_sql(connection: Any, *, tenants: int, with_time: bool) -> str:
+def _claim_sql(connection: Any, *, tenants: int) -> str:
     """The due-row claim of one channel; parameters: channel, now, the tenants, limit."""
     quote = connection.ops.quote_name
-    columns = ["available_at"] if with_time else []
-    columns += ["id", "body", "handler", "channel", "attempts"]
+    columns = ["id", "body", "handler", "channel", "attempts"]
     sql = (
         f"SELECT {', '.join(map(quote, columns))} FROM {quote(OutboxMessage._meta.db_table)} "
         f"WHERE {quote('channel')} = %s AND {quote('available_at')} <= %s"
@@ -401,6 +400,7 @@ class Worker:
         self.stats = Stats()
         self._stop = threading.Event()
         self._next_alias = 0
+        self._next_channel: dict[str, int] = {}  # per database: the channel whose turn it is (see _claim)
         self._alias_lock = threading.Lock()
         self.poll_interval = config.worker.poll_interval
         self.claim_size = config.worker.claim_size
@@ -536,37 +536,36 @@ class Worker:
             # index entries that later scans on PostgreSQL did not mark dead, so every claim waded through
             # all rows deleted since the last VACUUM (5 ms per claim after 30,000; BENCHMARKS.md).
             with transaction.atomic(using=alias):
-                deliveries = [
-                    (body, handler_id, channel, attempts, None) for _, _, body, handler_id, channel, attempts in rows
-                ]
+                deliveries = [(body, handler, channel, attempts, None) for _, body, handler, channel, attempts in rows]
                 taken = self.handle_many(alias, deliveries, fallback_alias=alias)
-            done = [row[1] for row in rows[:taken]]
+            done = [row[0] for row in rows[:taken]]
             self._delete(alias, done)
         return len(done)
 
     def _claim(self, alias: str, limit: int) -> list[tuple[Any, ...]]:
-        """Lock the ``limit`` first due rows (by available_at, id) of this worker's channels, skipping locked ones.
+        """Lock up to ``limit`` due rows (by available_at, id) of one channel, skipping rows others hold.
 
-        One query per channel: each is a range scan of the ``(channel, available_at, id)`` index that stops
-        after ``limit`` rows, where ``channel IN (a, b) ORDER BY available_at`` makes PostgreSQL sort every
-        due row of both channels for each claim (12x slower with 100,000 waiting; BENCHMARKS.md). The first
-        ``limit`` of the union are the rows the single query would have returned; the rest stay queued.
-        Rows are ``(available_at, id, body, handler, channel, attempts)`` (``available_at`` only when there
-        are several channels to merge): plain SQL and tuples, as building the ORM query and converting
-        every timestamp was a third of a worker's time per batch.
+        With several database channels they take turns, batch by batch, starting after the channel served
+        last in this database: a channel with a large backlog cannot hold back the others (a consumer
+        consumes its targets fairly). Each claim is a range scan of the ``(channel, available_at, id)``
+        index that stops after ``limit`` rows. Rows are ``(id, body, handler, channel, attempts)``: plain
+        SQL and tuples, as building the ORM query and converting timestamps was a third of a worker's time
+        per batch.
         """
         connection = connections[alias]
-        merge = len(self.database_channels) > 1
-        sql = _claim_sql(connection, tenants=len(self.tenants), with_time=merge)
+        sql = _claim_sql(connection, tenants=len(self.tenants))
         moment = connection.ops.adapt_datetimefield_value(now())
-        rows: list[tuple[Any, ...]] = []
+        count = len(self.database_channels)
+        first = self._next_channel.get(alias, 0)
         with connection.cursor() as cursor:
-            for name in self.database_channels:
-                cursor.execute(sql, [name, moment, *self.tenants, limit])
-                rows.extend(cursor.fetchall() if merge else ((None, *row) for row in cursor.fetchall()))
-        if merge:
-            rows = sorted(rows, key=lambda row: (row[0], row[1]))[:limit]
-        return rows
+            for offset in range(count):
+                turn = (first + offset) % count
+                cursor.execute(sql, [self.database_channels[turn], moment, *self.tenants, limit])
+                rows = cursor.fetchall()
+                if rows:
+                    self._next_channel[alias] = (turn + 1) % count
+                    return rows
+        return []
 
     def _delete(self, alias: str, pks: Sequence[int]) -> None:
         if not pks:

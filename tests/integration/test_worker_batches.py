@@ -2,8 +2,8 @@
 
 Both are shortcuts taken for speed (see BENCHMARKS.md) that must not change what happens:
 
-* ``Worker._claim`` runs one index-friendly query per channel and keeps the first CLAIM_SIZE rows of
-  the union — the same rows, in the same order, as one ``channel IN (…) ORDER BY available_at`` query.
+* ``Worker._claim`` serves the channels of a worker in turns, batch by batch, each claim one
+  index-friendly query: a channel with a backlog cannot hold back the others.
 * ``_message_block`` makes a message's savepoint only before its first statement and leaves a
   successful one for the batch to release (round trips saved per message); otherwise it behaves as
   ``atomic()``: a failure undoes only that message's work and drops its ``on_commit`` callbacks, and
@@ -23,47 +23,88 @@ import pytest
 from django.db import IntegrityError, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
+from ecotone_django import inbox as inbox_module
 from ecotone_django.clock import now
-from ecotone_django.conf import get_config
 from ecotone_django.messages import Envelope, message_name
-from ecotone_django.models import OutboxMessage
+from ecotone_django.models import InboxEntry, OutboxMessage
 from ecotone_django.worker import Worker, _message_block
-from tests.testapp.messaging import RecordAsync
+from tests.testapp.messaging import AlwaysFails, RecordAsync
 from tests.testapp.models import Record
 
 pytestmark = pytest.mark.django_db(databases=["default"], transaction=True)
 
 
-def queue(name: str, channel: str, available_at: datetime) -> None:
-    envelope = Envelope(message_name(RecordAsync), {"name": name}, {"tenant": "free_tier"})
+def queue(
+    name: str, channel: str, available_at: datetime, message: type = RecordAsync, handler: str = "record_async"
+) -> Envelope:
+    envelope = Envelope(message_name(message), {"name": name}, {"tenant": "free_tier"})
     OutboxMessage.objects.using("default").create(
         message_id=envelope.id,
         channel=channel,
-        handler="tests.testapp.messaging.record_async",
+        handler=f"tests.testapp.messaging.{handler}",
         message_type=envelope.type,
         tenant="free_tier",
         body=envelope.encode(),
         available_at=available_at,
         created_at=now(),
     )
+    return envelope
 
 
-def test_a_batch_over_two_channels_takes_the_earliest_rows_of_both() -> None:
-    size = get_config().worker.claim_size
-    start = now() - timedelta(minutes=10)
-    # Due times interleaved over the two channels; "db" alone holds CLAIM_SIZE rows, so taking the first
-    # channel's rows, or every claimed row, would both be wrong.
-    due = {f"m{i:02d}": start + timedelta(seconds=i) for i in range(size + 5)}
-    for i, (name, at) in enumerate(due.items()):
-        queue(name, "db" if i % 3 else "db_other", at)
-    queue("future", "db", now() + timedelta(hours=1))
-    queue("elsewhere", "db_shared_not_consumed", start)
+def test_a_batch_records_its_inbox_rows_at_once_and_isolates_failures_and_duplicates() -> None:
+    start = now() - timedelta(minutes=1)
+    queue("a", "db", start)
+    seen = queue("seen-before", "db", start + timedelta(seconds=1))
+    queue("fails", "db", start + timedelta(seconds=2), AlwaysFails, "always_fails")
+    queue("b", "db", start + timedelta(seconds=3))
+    InboxEntry.objects.using("default").create(
+        key=seen.id, handler="tests.testapp.messaging.record_async", handled_at=now()
+    )
+    worker = Worker(["db"], relay=False)
+    with CaptureQueriesContext(connections["default"]) as queries:
+        assert worker.consume_database_batch("default") == 4
 
-    handled = Worker(["db", "db_other"], relay=False).consume_database_batch("default")
+    assert names() == ["a", "b"]
+    assert (worker.stats.handled, worker.stats.duplicates, worker.stats.retried) == (2, 1, 1)
+    inbox = InboxEntry.objects.using("default")
+    assert inbox.filter(handler="tests.testapp.messaging.record_async").count() == 3  # a, b and the earlier one
+    assert not inbox.filter(handler="tests.testapp.messaging.always_fails").exists()  # undone with its failure
+    [retry] = OutboxMessage.objects.using("default").all()
+    assert (retry.handler, retry.attempts) == ("tests.testapp.messaging.always_fails", 1)
+    inserts = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].upper().startswith("INSERT INTO") and "ecotone_inbox" in q["sql"]
+    ]
+    if inbox_module.supports_record_many("default"):
+        assert len(inserts) == 1, inserts  # the whole batch's inbox rows in one statement
+    else:
+        assert len(inserts) > 1, inserts  # a statement per message (MariaDB)
 
-    assert handled == size
-    assert names() == sorted(due)[:size]  # exactly the first CLAIM_SIZE by due time, across both channels
-    assert OutboxMessage.objects.using("default").count() == 5 + 2  # the later five, "future", "elsewhere"
+
+def test_channels_take_turns_so_that_a_backlog_cannot_hold_back_another_channel() -> None:
+    worker = Worker(["db", "db_other"], relay=False)
+    worker.claim_size = size = 5
+    old = now() - timedelta(hours=1)
+    backlog = [f"backlog-{i:02}" for i in range(size * 3)]
+    for i, name in enumerate(reversed(backlog)):  # inserted newest first: the order comes from available_at
+        queue(name, "db", old + timedelta(seconds=len(backlog) - i))
+    queue("other", "db_other", now() - timedelta(seconds=1))  # newer than every backlog row
+    queue("later", "db_other", now() + timedelta(hours=1))
+    queue("elsewhere", "db_shared_not_consumed", old)
+
+    assert worker.consume_database_batch("default") == size
+    assert names() == backlog[:size]  # the channel's earliest rows
+    assert worker.consume_database_batch("default") == 1  # db_other's turn, though its row is the newest
+    assert "other" in names()
+    assert worker.consume_database_batch("default") == size  # db's turn again
+    assert worker.consume_database_batch("default") == size  # db_other has nothing due: db goes on
+    assert worker.consume_database_batch("default") == 0
+    assert names() == sorted([*backlog, "other"])
+    assert sorted(OutboxMessage.objects.using("default").values_list("channel", flat=True)) == [
+        "db_other",
+        "db_shared_not_consumed",
+    ]
 
 
 class Boom(Exception):

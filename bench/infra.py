@@ -86,6 +86,25 @@ def truncate(alias: str) -> None:
         conn.execute("TRUNCATE ecotone_outbox, ecotone_inbox, ecotone_dead_letter RESTART IDENTITY")
 
 
+def settle(*aliases: str) -> None:
+    """Empty the tables and let PostgreSQL catch up after a heavy figure, before a latency measurement.
+
+    A checkpoint or autovacuum triggered by the previous figure's hundred thousand rows would otherwise
+    land in the middle of the rounds and stretch every commit's fsync for a while: that measures the
+    previous figure, not this one.
+    """
+    for alias in aliases:
+        truncate(alias)
+        vacuum_analyze(alias)
+    checkpoint()
+
+
+def checkpoint() -> None:
+    """Write out what the server has buffered now, rather than during the next measurement."""
+    with connect("default") as conn:
+        conn.execute("CHECKPOINT")
+
+
 def vacuum_analyze(alias: str) -> None:
     with connect(alias) as conn:
         conn.execute("VACUUM ANALYZE ecotone_outbox")

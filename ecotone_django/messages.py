@@ -12,6 +12,7 @@ Never pickle: :func:`Envelope.decode` accepts only that JSON shape and raises
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import uuid
@@ -65,6 +66,11 @@ class Envelope:
         return {"id": self.id, "type": self.type, "payload": self.payload, "headers": dict(self.headers)}
 
     def encode(self) -> str:
+        """The envelope as JSON; computed once (a send measures its size, then stores it)."""
+        return self._encoded
+
+    @functools.cached_property
+    def _encoded(self) -> str:
         return serialization.dumps(self.to_dict())
 
     @classmethod

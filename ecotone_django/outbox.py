@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from django.db import close_old_connections, connections, transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 
 from .channels import channels
 from .clock import now
@@ -76,17 +76,28 @@ def enqueue(
         created_at=moment,
         last_error=last_error[:2000],
     )
-    _insert(alias, row)
+    connection = connections[alias]
+    committed_now = connection.get_autocommit()  # no transaction: the INSERT commits on its own
+    # Such a send need not wait for the commit's WAL flush: it returns once the broker has confirmed the
+    # message, and if publishing fails it flushes the row before returning (_publish_committed).
+    deferred = fast and committed_now and connection.vendor == "postgresql"
+    _insert(alias, row, deferred_flush=deferred)
     if fast:
-        if transaction.get_connection(alias).in_atomic_block:
+        if committed_now:
+            _publish_committed(alias, [row], flushed=not deferred)
+        else:  # on commit; a manual transaction (autocommit off, no atomic) gets on_commit's own error
             _pending_rows(alias).append(row)
             transaction.on_commit(lambda: publish_pending(alias), using=alias, robust=True)
-        else:  # autocommit: the row is committed already, nothing can roll it back
-            _publish_committed(alias, [row])
     return row
 
 
-def _insert(alias: str, row: OutboxMessage) -> None:
+#: On PostgreSQL, a statement that commits on its own without waiting for the WAL flush (the setting is
+#: local to the statement's transaction): the sender's own INSERT, whose durability the broker's confirm
+#: or a later flush provides, and the DELETE of published rows, which the relay would only publish again.
+_NO_FLUSH = "(SELECT set_config('synchronous_commit', 'off', true)) AS deferred_flush"
+
+
+def _insert(alias: str, row: OutboxMessage, *, deferred_flush: bool = False) -> None:
     """INSERT ``row`` with one statement on the cursor and set its primary key.
 
     ``objects.create()`` costs more Python time than the database round trip (model signals, the
@@ -96,10 +107,12 @@ def _insert(alias: str, row: OutboxMessage) -> None:
     meta = OutboxMessage._meta
     quote = connection.ops.quote_name
     fields = [f for f in meta.concrete_fields if not f.primary_key]
-    sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "  # type: ignore[arg-type]
-        f"VALUES ({', '.join(['%s'] * len(fields))})"
-    )
+    columns = ", ".join(quote(f.column) for f in fields)  # type: ignore[arg-type]
+    placeholders = ", ".join(["%s"] * len(fields))
+    if deferred_flush:
+        sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) SELECT {placeholders} FROM {_NO_FLUSH}"
+    else:
+        sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})"
     params = [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields]
     returning = connection.features.can_return_columns_from_insert
     if returning:
@@ -131,21 +144,42 @@ def publish_pending(alias: str) -> None:
     _publish_committed(alias, [r for r in batch if r.pk in committed])
 
 
-def _publish_committed(alias: str, rows: list[OutboxMessage]) -> None:
-    """Publish committed rows without locking them (the lease keeps the relay off), then delete them."""
+def _publish_committed(alias: str, rows: list[OutboxMessage], *, flushed: bool = True) -> None:
+    """Publish committed rows without locking them (the lease keeps the relay off), then delete them.
+
+    A failed publish leaves the rows to the relay. ``flushed=False``: their commit did not wait for the
+    WAL flush, so before returning they are made durable here (a synchronous commit flushes all WAL
+    before it); if even that fails the error propagates: the send must not look successful.
+    """
     if not rows:
         return
+    pks = [r.pk for r in rows]
     try:
         by_channel: dict[str, list[OutboxMessage]] = defaultdict(list)
         for row in rows:
             by_channel[row.channel].append(row)
         for name, group in by_channel.items():
             channels[name].publish(group)  # type: ignore[attr-defined]
-        OutboxMessage.objects.using(alias).filter(pk__in=[r.pk for r in rows]).delete()
     except Exception as exc:  # the relay retries; the sender's request must not fail after its commit
         relay_health.failed(alias, exc)
-    else:
-        relay_health.succeeded(alias)
+        if not flushed:
+            OutboxMessage.objects.using(alias).filter(pk__in=pks).update(attempts=F("attempts"))
+        return
+    relay_health.succeeded(alias)
+    try:
+        _delete_published(alias, pks)
+    except Exception as exc:  # published: the relay will publish it once more after the lease; the inbox dedups
+        relay_health.failed(alias, exc)
+
+
+def _delete_published(alias: str, pks: Sequence[int]) -> None:
+    connection = connections[alias]
+    if connection.vendor != "postgresql" or not connection.get_autocommit():
+        OutboxMessage.objects.using(alias).filter(pk__in=pks).delete()
+        return
+    table = connection.ops.quote_name(OutboxMessage._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {table} USING {_NO_FLUSH} WHERE {table}.id = ANY(%s)", [list(pks)])
 
 
 def publish_rows(alias: str, candidates: QuerySet[OutboxMessage]) -> int:

@@ -19,11 +19,13 @@ from ..infra import (
     Mark,
     Proc,
     RowSpec,
+    checkpoint,
     load_rows,
     median,
     outbox_rows,
     percentile,
     purge,
+    settle,
     truncate,
     vacuum_analyze,
     wait_until,
@@ -102,6 +104,7 @@ def _latency_rounds(
 
     n, interval = ctx.sizes.latency_messages, ctx.sizes.latency_interval
     purge(QUEUE_RAW)
+    settle("default", "big_corp")
     with (
         HandlerLog() as raw_log,
         HandlerLog() as our_log,
@@ -169,6 +172,7 @@ def _load_backlog(layout: str, backlog: int) -> None:
     if backlog:
         load_rows("default", outbox_rows(_free_rows(layout), backlog, start=FREE_SEQ))
     vacuum_analyze("default")
+    checkpoint()  # idle and loaded rounds alike: the load's checkpoint must not fall into the burst
 
 
 class PremiumSender:

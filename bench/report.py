@@ -78,7 +78,7 @@ def write_report(results: dict[str, Any], run: dict[str, Any], ctx: Context, pat
         f"Run: {'`--quick` smoke run (small numbers)' if run['quick'] else 'full run'}, {run['seconds']:.0f} s, "
         f"Python {run['machine']['python']}, {run['machine']['cpus']} CPUs, load average "
         f"{run['machine']['loadavg_at_start'][0]} at start and {run['machine']['loadavg_at_end'][0]} at end "
-        "(other engineers' test suites ran on the same 2 cores meanwhile).",
+        "(the load average tells how busy the 2 cores were besides the benchmark).",
         "",
         *(
             [

@@ -6,7 +6,6 @@ Everything here is set-up and bookkeeping; what a figure measures lives in ``ben
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import statistics
@@ -24,6 +23,7 @@ from typing import Any
 import psycopg
 from kombu import Connection, Exchange, Queue
 
+from ecotone_django.channels.celery import protocol2_message
 from ecotone_django.messages import Envelope, uuid7
 
 from .config import DATABASE_NAMES, QUEUES, RABBITMQ_URL, postgres_params
@@ -234,27 +234,7 @@ def delete_queues() -> None:
 
 def celery_task_message(task: str, args: Sequence[Any]) -> tuple[dict[str, Any], str]:
     """Celery protocol-2 headers and JSON body for ``task(*args)`` (what ``apply_async`` would send)."""
-    task_id = str(uuid.uuid4())
-    headers = {
-        "lang": "py",
-        "task": task,
-        "id": task_id,
-        "shadow": None,
-        "eta": None,
-        "expires": None,
-        "group": None,
-        "group_index": None,
-        "retries": 0,
-        "timelimit": [None, None],
-        "root_id": task_id,
-        "parent_id": None,
-        "argsrepr": repr(tuple(args)),
-        "kwargsrepr": "{}",
-        "origin": "ecotone_bench",
-        "ignore_result": True,
-    }
-    body = json.dumps([list(args), {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
-    return headers, body
+    return protocol2_message(task, str(uuid.uuid4()), args, repr(tuple(args)), origin="ecotone_bench")
 
 
 def fill_queue(queue: str, messages: Iterable[tuple[dict[str, Any], str]]) -> int:

@@ -86,12 +86,13 @@ class TaskArguments(NamedTuple):
     attempts: int
 
 
-def task_message(row: OutboxMessage) -> tuple[dict[str, Any], str]:
-    """Celery protocol-2 headers and JSON body for an outbox row."""
-    task_id = f"{row.message_id}:{row.handler}"[:255]
+def protocol2_message(
+    task: str, task_id: str, args: Sequence[Any], argsrepr: str, origin: str = "ecotone_django"
+) -> tuple[dict[str, Any], str]:
+    """Celery protocol-2 headers and JSON body for ``task(*args)``, as ``apply_async`` would send them."""
     headers = {
         "lang": "py",
-        "task": TASK_NAME,
+        "task": task,
         "id": task_id,
         "shadow": None,
         "eta": None,
@@ -102,14 +103,23 @@ def task_message(row: OutboxMessage) -> tuple[dict[str, Any], str]:
         "timelimit": [None, None],
         "root_id": task_id,
         "parent_id": None,
-        "argsrepr": f"({row.message_type!r}, {row.handler!r})",
+        "argsrepr": argsrepr,
         "kwargsrepr": "{}",
-        "origin": "ecotone_django",
+        "origin": origin,
         "ignore_result": True,
     }
-    args = [row.body, row.handler, row.channel, row.attempts]
-    body = json.dumps([args, {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
+    body = json.dumps([list(args), {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
     return headers, body
+
+
+def task_message(row: OutboxMessage) -> tuple[dict[str, Any], str]:
+    """Celery protocol-2 headers and JSON body for an outbox row."""
+    return protocol2_message(
+        TASK_NAME,
+        f"{row.message_id}:{row.handler}"[:255],
+        [row.body, row.handler, row.channel, row.attempts],
+        f"({row.message_type!r}, {row.handler!r})",
+    )
 
 
 def parse_task(headers: Mapping[str, Any] | None, content_type: str | None, body: bytes | str) -> TaskArguments:

@@ -97,6 +97,10 @@ def enqueue(
 _NO_FLUSH = "(SELECT set_config('synchronous_commit', 'off', true)) AS deferred_flush"
 
 
+_INSERT_FIELDS = [f for f in OutboxMessage._meta.concrete_fields if not f.primary_key]
+_INSERT_SQL: dict[tuple[str, bool, bool], str] = {}  # by (vendor, deferred flush, RETURNING): built once
+
+
 def _insert(alias: str, row: OutboxMessage, *, deferred_flush: bool = False) -> None:
     """INSERT ``row`` with one statement on the cursor and set its primary key.
 
@@ -104,19 +108,19 @@ def _insert(alias: str, row: OutboxMessage, *, deferred_flush: bool = False) -> 
     compiler, field preparation), and this runs on every send.
     """
     connection = connections[alias]
-    meta = OutboxMessage._meta
-    quote = connection.ops.quote_name
-    fields = [f for f in meta.concrete_fields if not f.primary_key]
-    columns = ", ".join(quote(f.column) for f in fields)  # type: ignore[arg-type]
-    placeholders = ", ".join(["%s"] * len(fields))
-    if deferred_flush:
-        sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) SELECT {placeholders} FROM {_NO_FLUSH}"
-    else:
-        sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})"
-    params = [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields]
     returning = connection.features.can_return_columns_from_insert
-    if returning:
-        sql += f" RETURNING {quote(meta.pk.column)}"  # type: ignore[arg-type]
+    key = (connection.vendor, deferred_flush, returning)
+    if key not in _INSERT_SQL:
+        quote, meta = connection.ops.quote_name, OutboxMessage._meta
+        columns = ", ".join(quote(f.column) for f in _INSERT_FIELDS)  # type: ignore[arg-type]
+        placeholders = ", ".join(["%s"] * len(_INSERT_FIELDS))
+        if deferred_flush:
+            sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) SELECT {placeholders} FROM {_NO_FLUSH}"
+        else:
+            sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})"
+        _INSERT_SQL[key] = sql + (f" RETURNING {quote(meta.pk.column)}" if returning else "")  # type: ignore[arg-type]
+    sql = _INSERT_SQL[key]
+    params = [f.get_db_prep_save(getattr(row, f.attname), connection) for f in _INSERT_FIELDS]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row.pk = cursor.fetchone()[0] if returning else connection.ops.last_insert_id(cursor, meta.db_table, "id")
@@ -167,19 +171,31 @@ def _publish_committed(alias: str, rows: list[OutboxMessage], *, flushed: bool =
         return
     relay_health.succeeded(alias)
     try:
-        _delete_published(alias, pks)
+        delete_rows(alias, pks)
     except Exception as exc:  # published: the relay will publish it once more after the lease; the inbox dedups
         relay_health.failed(alias, exc)
 
 
-def _delete_published(alias: str, pks: Sequence[int]) -> None:
-    connection = connections[alias]
-    if connection.vendor != "postgresql" or not connection.get_autocommit():
-        OutboxMessage.objects.using(alias).filter(pk__in=pks).delete()
+def delete_rows(alias: str, pks: Sequence[int]) -> None:
+    """Delete outbox rows by primary key: handled or published messages.
+
+    On MariaDB one statement per row: it plans ``id IN (…)`` on a small table as a full scan that locks
+    every row it reads, so two workers deleting their batches deadlock, where a primary-key delete locks
+    one row. On PostgreSQL outside a transaction the DELETE does not wait for the WAL flush: losing it
+    to a crash only means the relay publishes the message once more, and the inbox drops that copy.
+    """
+    if not pks:
         return
+    connection = connections[alias]
     table = connection.ops.quote_name(OutboxMessage._meta.db_table)
     with connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {table} USING {_NO_FLUSH} WHERE {table}.id = ANY(%s)", [list(pks)])
+        if connection.vendor == "mysql":
+            for pk in pks:
+                cursor.execute(f"DELETE FROM {table} WHERE id = %s", [pk])
+        elif connection.vendor == "postgresql" and connection.get_autocommit():
+            cursor.execute(f"DELETE FROM {table} USING {_NO_FLUSH} WHERE {table}.id = ANY(%s)", [list(pks)])
+        else:
+            cursor.execute(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(pks))})", list(pks))
 
 
 def publish_rows(alias: str, candidates: QuerySet[OutboxMessage]) -> int:
@@ -193,7 +209,7 @@ def publish_rows(alias: str, candidates: QuerySet[OutboxMessage]) -> int:
             by_channel[row.channel].append(row)
         for name, group in by_channel.items():
             channels[name].publish(group)  # type: ignore[attr-defined]
-        OutboxMessage.objects.using(alias).filter(pk__in=[r.pk for r in rows]).delete()
+        delete_rows(alias, [r.pk for r in rows])
     return len(rows)
 
 

@@ -40,7 +40,7 @@ from .exceptions import (
 from .handlers import Handler, Registry, get_registry
 from .messages import Envelope
 from .models import OutboxMessage
-from .outbox import Relay
+from .outbox import Relay, delete_rows
 from .retry import dead_letter, describe, safe_text, schedule_retry
 from .tenancy import alias_for
 
@@ -539,7 +539,7 @@ class Worker:
                 deliveries = [(body, handler, channel, attempts, None) for _, body, handler, channel, attempts in rows]
                 taken = self.handle_many(alias, deliveries, fallback_alias=alias)
             done = [row[0] for row in rows[:taken]]
-            self._delete(alias, done)
+            delete_rows(alias, done)
         return len(done)
 
     def _claim(self, alias: str, limit: int) -> list[tuple[Any, ...]]:
@@ -566,20 +566,6 @@ class Worker:
                     self._next_channel[alias] = (turn + 1) % count
                     return rows
         return []
-
-    def _delete(self, alias: str, pks: Sequence[int]) -> None:
-        if not pks:
-            return
-        connection = connections[alias]
-        table = connection.ops.quote_name(OutboxMessage._meta.db_table)
-        with connection.cursor() as cursor:
-            if connection.vendor == "mysql":
-                # MariaDB plans "id IN (…)" on a small table as a full scan that locks every row it reads,
-                # so two consumers deleting their claimed batches deadlock; a primary-key delete locks one row.
-                for pk in pks:
-                    cursor.execute(f"DELETE FROM {table} WHERE id = %s", [pk])
-            else:
-                cursor.execute(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(pks))})", list(pks))
 
     def consume_database_once(self, alias: str) -> bool:
         """Handle one batch from ``alias``; ``False`` when nothing was due there."""

@@ -16,14 +16,14 @@ from tests.integration.conftest import _database_service, worker
 
 __all__ = ["_database_service", "fresh_connections_afterwards", "rabbit_queue", "worker"]
 
-CHAOS_TEST = "tests/chaos/test_chaos.py::"
+CHAOS_TESTS = ("tests/chaos/test_send_durability.py::", "tests/chaos/test_chaos.py::")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Move the server-restarting test to the end of the session, after every test that needs the servers."""
-    chaos = [item for item in items if item.nodeid.startswith(CHAOS_TEST)]
+    """Move the server-restarting tests to the end of the session, after every test that needs the servers."""
+    chaos = [item for item in items if item.nodeid.startswith(CHAOS_TESTS)]
     if chaos:
-        items[:] = [item for item in items if not item.nodeid.startswith(CHAOS_TEST)] + chaos
+        items[:] = [item for item in items if not item.nodeid.startswith(CHAOS_TESTS)] + chaos
 
 
 @pytest.fixture

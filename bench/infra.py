@@ -449,6 +449,11 @@ class HandlerLog:
     def wait_for(self, count: int, timeout: float, proc: Proc | None = None) -> None:
         wait_until(lambda: self.count() >= count, timeout, f"{count} handled messages", proc, interval=0.05)
 
+    def wait_for_seqs(self, seqs: range, timeout: float, proc: Proc | None = None) -> None:
+        """Wait until a mark of every seq in ``seqs`` is in the log."""
+        wanted = f"messages {seqs.start}..{seqs.stop - 1}"
+        wait_until(lambda: self.seqs() >= set(seqs), timeout, wanted, proc, interval=0.05)
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.path.unlink()

@@ -6,6 +6,11 @@ process publishes its committed rows right after commit (``on_commit`` hooked
 with ``using=`` the tenant's alias, not only ``default``); whatever that misses
 — a crash between commit and publish, a broker outage, a delay not yet due —
 the :class:`Relay` sweeps later.
+
+A send outside any transaction (autocommit) has no business rows to be atomic
+with: it publishes at once, and only if the broker does not confirm does it
+commit a row for the relay. Either way ``send()`` returns once the message is
+durable, in the broker or in the database.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from django.db import close_old_connections, connections, transaction
-from django.db.models import F, QuerySet
+from django.db.models import QuerySet
 
 from .channels import channels
 from .clock import now
@@ -56,7 +61,12 @@ def enqueue(
     attempts: int = 0,
     last_error: str = "",
 ) -> OutboxMessage:
-    """Store ``envelope`` for ``handler`` on the concrete channel ``channel_name`` resolves to."""
+    """Store ``envelope`` for ``handler`` on the concrete channel ``channel_name`` resolves to.
+
+    In a transaction that is a row in the tenant's outbox (on a broker channel published after commit).
+    Outside one, a message due now on a broker channel is published at once and gets a row only if the
+    broker does not take it (see :func:`_publish_or_store`).
+    """
     from .bus import tenant_of
 
     concrete = channels[channel_name].resolve(envelope)
@@ -71,37 +81,34 @@ def enqueue(
         message_type=envelope.type,
         tenant=tenant or "",
         body=envelope.encode(),
-        available_at=moment + PUBLISH_LEASE if fast else (available_at or moment),
+        available_at=available_at or moment,
         attempts=attempts,
         created_at=moment,
         last_error=last_error[:2000],
     )
-    connection = connections[alias]
-    committed_now = connection.get_autocommit()  # no transaction: the INSERT commits on its own
-    # Such a send need not wait for the commit's WAL flush: it returns once the broker has confirmed the
-    # message, and if publishing fails it flushes the row before returning (_publish_committed).
-    deferred = fast and committed_now and connection.vendor == "postgresql"
-    _insert(alias, row, deferred_flush=deferred)
+    if fast and connections[alias].get_autocommit():
+        _publish_or_store(alias, row)
+        return row
     if fast:
-        if committed_now:
-            _publish_committed(alias, [row], flushed=not deferred)
-        else:  # on commit; a manual transaction (autocommit off, no atomic) gets on_commit's own error
-            _pending_rows(alias).append(row)
-            transaction.on_commit(lambda: publish_pending(alias), using=alias, robust=True)
+        row.available_at = moment + PUBLISH_LEASE
+    _insert(alias, row)
+    if fast:  # on commit; a manual transaction (autocommit off, no atomic) gets on_commit's own error
+        _pending_rows(alias).append(row)
+        transaction.on_commit(lambda: publish_pending(alias), using=alias, robust=True)
     return row
 
 
-#: On PostgreSQL, a statement that commits on its own without waiting for the WAL flush (the setting is
-#: local to the statement's transaction): the sender's own INSERT, whose durability the broker's confirm
-#: or a later flush provides, and the DELETE of published rows, which the relay would only publish again.
+#: On PostgreSQL, a DELETE of published rows outside a transaction need not wait for the WAL flush: losing
+#: it to a crash only means the relay publishes the message once more (the setting is local to the
+#: statement's transaction).
 _NO_FLUSH = "(SELECT set_config('synchronous_commit', 'off', true)) AS deferred_flush"
 
 
 _INSERT_FIELDS = [f for f in OutboxMessage._meta.concrete_fields if not f.primary_key]
-_INSERT_SQL: dict[tuple[str, bool, bool], str] = {}  # by (vendor, deferred flush, RETURNING): built once
+_INSERT_SQL: dict[tuple[str, bool], str] = {}  # by (vendor, RETURNING): built once
 
 
-def _insert(alias: str, row: OutboxMessage, *, deferred_flush: bool = False) -> None:
+def _insert(alias: str, row: OutboxMessage) -> None:
     """INSERT ``row`` with one statement on the cursor and set its primary key.
 
     ``objects.create()`` costs more Python time than the database round trip (model signals, the
@@ -109,15 +116,12 @@ def _insert(alias: str, row: OutboxMessage, *, deferred_flush: bool = False) -> 
     """
     connection = connections[alias]
     returning = connection.features.can_return_columns_from_insert
-    key = (connection.vendor, deferred_flush, returning)
+    key = (connection.vendor, returning)
     if key not in _INSERT_SQL:
         quote, meta = connection.ops.quote_name, OutboxMessage._meta
         columns = ", ".join(quote(f.column) for f in _INSERT_FIELDS)  # type: ignore[arg-type]
         placeholders = ", ".join(["%s"] * len(_INSERT_FIELDS))
-        if deferred_flush:
-            sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) SELECT {placeholders} FROM {_NO_FLUSH}"
-        else:
-            sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})"
+        sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})"
         _INSERT_SQL[key] = sql + (f" RETURNING {quote(meta.pk.column)}" if returning else "")  # type: ignore[arg-type]
     sql = _INSERT_SQL[key]
     params = [f.get_db_prep_save(getattr(row, f.attname), connection) for f in _INSERT_FIELDS]
@@ -126,6 +130,26 @@ def _insert(alias: str, row: OutboxMessage, *, deferred_flush: bool = False) -> 
         row.pk = cursor.fetchone()[0] if returning else connection.ops.last_insert_id(cursor, meta.db_table, "id")
     row._state.adding = False
     row._state.db = alias
+
+
+def _publish_or_store(alias: str, row: OutboxMessage) -> None:
+    """Outside a transaction: publish ``row`` now; if the broker does not take it, commit it for the relay.
+
+    There are no business rows to commit the message with, so the outbox row would only stand in for the
+    broker until it confirmed: a round trip to the database to write it and another to delete it, on
+    every send. Here ``send()`` returns once the broker has confirmed the message or, failing that, once
+    the row is committed (due at once; the relay publishes it when the broker is back). A publish that
+    failed after the broker did take the message (no confirm in time) is published again by the relay,
+    and the inbox drops that copy. If the row cannot be written either, the error propagates: the send
+    must not look successful.
+    """
+    try:
+        channels[row.channel].publish([row])  # type: ignore[attr-defined]
+    except Exception as exc:
+        relay_health.failed(alias, exc)
+        _insert(alias, row)
+    else:
+        relay_health.succeeded(alias)
 
 
 def publish_pending(alias: str) -> None:
@@ -148,12 +172,10 @@ def publish_pending(alias: str) -> None:
     _publish_committed(alias, [r for r in batch if r.pk in committed])
 
 
-def _publish_committed(alias: str, rows: list[OutboxMessage], *, flushed: bool = True) -> None:
+def _publish_committed(alias: str, rows: list[OutboxMessage]) -> None:
     """Publish committed rows without locking them (the lease keeps the relay off), then delete them.
 
-    A failed publish leaves the rows to the relay. ``flushed=False``: their commit did not wait for the
-    WAL flush, so before returning they are made durable here (a synchronous commit flushes all WAL
-    before it); if even that fails the error propagates: the send must not look successful.
+    A failed publish leaves the rows to the relay.
     """
     if not rows:
         return
@@ -166,8 +188,6 @@ def _publish_committed(alias: str, rows: list[OutboxMessage], *, flushed: bool =
             channels[name].publish(group)  # type: ignore[attr-defined]
     except Exception as exc:  # the relay retries; the sender's request must not fail after its commit
         relay_health.failed(alias, exc)
-        if not flushed:
-            OutboxMessage.objects.using(alias).filter(pk__in=pks).update(attempts=F("attempts"))
         return
     relay_health.succeeded(alias)
     try:

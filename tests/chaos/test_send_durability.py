@@ -1,10 +1,10 @@
-"""A send that returned survives a PostgreSQL crash, though its commit did not wait for the WAL flush.
+"""A send that returned survives a PostgreSQL crash: the broker was down, so the row is the message.
 
-An autocommit send on PostgreSQL commits its outbox row without waiting for the flush (``outbox.py``);
-it returns once the broker has confirmed the message or, if publishing failed, once a synchronous commit
-has flushed the row. Here the broker is unreachable and PostgreSQL is crashed (immediate shutdown) the
-instant ``send()`` returns: the row must be there after recovery. PostgreSQL only; it runs at the end of
-the session with the fault suite, as it takes the server down.
+An autocommit send publishes first and writes an outbox row only when the broker does not confirm
+(``outbox.py``); it returns once that row is committed and flushed. Here the broker is unreachable and
+PostgreSQL is crashed (immediate shutdown) the instant ``send()`` returns: the row must be there after
+recovery. PostgreSQL only; it runs at the end of the session with the fault suite, as it takes the server
+down.
 """
 
 from __future__ import annotations

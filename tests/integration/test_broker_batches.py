@@ -11,12 +11,10 @@ PostgreSQL and RabbitMQ only (as the other broker tests): the batching is the sa
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from django.db import connections
-from django.test.utils import CaptureQueriesContext
 
 from ecotone_django import command_bus
 from ecotone_django.models import DeadLetter, OutboxMessage
@@ -25,7 +23,6 @@ from tests.integration.broker_fixtures import (
     get_one,
     publish_raw,
     queue_depth,
-    rabbit_outage,
     rabbit_queue,
     rabbit_url,
 )
@@ -112,26 +109,3 @@ def test_a_slow_handler_does_not_keep_the_next_message_from_an_idle_consumer(rab
     wait_for(lambda: records("slow-2") == 1 and records("slow-1") == 1, message="both slow messages")
     assert busy.stop() == 0
     assert idle.stop() == 0
-
-
-def test_an_autocommit_send_skips_the_flush_wait_unless_publishing_fails(rabbit_queue):
-    def statements(send: Callable[[], None]) -> list[str]:
-        with CaptureQueriesContext(connections[TENANT]) as queries:
-            send()
-        return [q["sql"] for q in queries.captured_queries]
-
-    published = statements(lambda: send_rabbit("confirmed"))
-    [insert] = [sql for sql in published if sql.startswith("INSERT") and "ecotone_outbox" in sql]
-    assert "set_config('synchronous_commit', 'off', true)" in insert
-    assert not [sql for sql in published if sql.startswith("UPDATE")], "confirmed by the broker: nothing to flush"
-    assert queue_depth(rabbit_url(), rabbit_queue) == 1
-    assert not OutboxMessage.objects.using(TENANT).exists()
-    with connections[TENANT].cursor() as cursor:
-        cursor.execute("SHOW synchronous_commit")
-        assert cursor.fetchone()[0] == "on", "the setting must stay inside the statement's transaction"
-
-    with rabbit_outage():
-        failed = statements(lambda: send_rabbit("unconfirmed"))
-    # Not on the broker: before send() returned, a synchronous commit flushed the WAL up to the row.
-    assert [sql for sql in failed if sql.startswith("UPDATE") and "ecotone_outbox" in sql]
-    assert OutboxMessage.objects.using(TENANT).count() == 1

@@ -24,8 +24,10 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.db import connections, transaction
 from django.db.models import Count
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from kombu import Connection
 
 from ecotone_django import command_bus
@@ -205,6 +207,36 @@ def test_a_queue_deleted_behind_the_publishers_back_loses_nothing(rabbit_queue, 
         assert Envelope.decode(json.loads(message.body)[0][0]).payload == {"name": "second"}
     assert not OutboxMessage.objects.using(TENANT).exists()
     assert not outage_warnings(caplog, "failed"), "the retry on a new connection should have been silent"
+
+
+@pytest.mark.rabbitmq
+def test_an_autocommit_send_publishes_first_and_writes_a_row_only_if_the_broker_is_down(rabbit_queue):
+    url = rabbit_url()
+    with CaptureQueriesContext(connections[TENANT]) as queries:
+        send_rabbit("confirmed")
+    # No transaction to be atomic with: confirmed by the broker, the message never touches the outbox.
+    assert [q["sql"] for q in queries.captured_queries] == []
+    assert queue_depth(url, rabbit_queue) == 1
+    assert not OutboxMessage.objects.using(TENANT).exists()
+
+    with transaction.atomic(using=TENANT):  # in a transaction the outbox row is written, published on commit
+        send_rabbit("in a transaction")
+        assert OutboxMessage.objects.using(TENANT).count() == 1
+        assert queue_depth(url, rabbit_queue) == 1
+    assert queue_depth(url, rabbit_queue) == 2
+    assert not OutboxMessage.objects.using(TENANT).exists()
+
+    with rabbit_outage():
+        with CaptureQueriesContext(connections[TENANT]) as queries:
+            send_rabbit("unconfirmed")
+        # Not on the broker: send() returned only after a plain (flushed) commit of the row, due at once.
+        [insert] = [q["sql"] for q in queries.captured_queries]
+        assert insert.startswith("INSERT INTO") and "synchronous_commit" not in insert
+        [row] = OutboxMessage.objects.using(TENANT).all()
+        assert row.available_at <= now()
+    assert Relay([TENANT]).run_once() == 1, "the relay publishes it as soon as the broker is back"
+    assert not OutboxMessage.objects.using(TENANT).exists()
+    assert queue_depth(url, rabbit_queue) == 3
 
 
 # -- 3. garbage on the queue ----------------------------------------------------------------------------

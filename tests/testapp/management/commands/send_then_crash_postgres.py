@@ -1,9 +1,9 @@
 """``manage.py send_then_crash_postgres NAME --tenant T`` — send, then crash PostgreSQL at once (test-only).
 
-It sends RecordOnRabbit(NAME) outside any transaction — the send whose commit does not wait for the WAL
-flush — and the moment ``send()`` returns it sends SIGQUIT to the postmaster: an immediate shutdown, in
-which whatever the server's WAL buffers hold is lost, as in a crash. The WAL writer flushes them every
-200 ms by default, so only a flush made before ``send()`` returned saves the row.
+It sends RecordOnRabbit(NAME) outside any transaction, with the broker unreachable, so the send commits
+an outbox row for the relay; the moment ``send()`` returns it sends SIGQUIT to the postmaster: an
+immediate shutdown, in which whatever the server's WAL buffers hold is lost, as in a crash. The WAL
+writer flushes them every 200 ms by default, so only a flush made before ``send()`` returned saves the row.
 """
 
 from __future__ import annotations

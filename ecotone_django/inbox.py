@@ -84,19 +84,25 @@ def record_many(alias: str, keys: Sequence[tuple[str, str]]) -> set[tuple[str, s
     connection = connections[alias]
     quote, meta = connection.ops.quote_name, InboxEntry._meta
     column = {field.name: field.column or field.name for field in meta.concrete_fields}
+    key, handler, handled_at = (quote(column[name]) for name in ("key", "handler", "handled_at"))
     rows = sorted(set(keys))
-    handled_at = connection.ops.adapt_datetimefield_value(now())
+    moment = connection.ops.adapt_datetimefield_value(now())
+    params: list[Any]
+    if connection.vendor == "postgresql":
+        # Two arrays, whatever the batch size: one statement text (the driver caches its parsing, which
+        # it does not for more than 50 parameters), and 3 parameters to adapt instead of 3 per row.
+        rows_sql = "SELECT k, h, %s FROM unnest(%s::varchar[], %s::varchar[]) WITH ORDINALITY AS b(k, h, n) ORDER BY n"
+        params = [moment, [k for k, _ in rows], [h for _, h in rows]]
+    else:
+        rows_sql = "VALUES " + ", ".join(["(%s, %s, %s)"] * len(rows))
+        params = [value for k, h in rows for value in (k, h, moment)]
     sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({quote(column['key'])}, {quote(column['handler'])}, "
-        f"{quote(column['handled_at'])}) VALUES {', '.join(['(%s, %s, %s)'] * len(rows))} "
-        f"ON CONFLICT DO NOTHING RETURNING {quote(column['key'])}, {quote(column['handler'])}"
+        f"INSERT INTO {quote(meta.db_table)} ({key}, {handler}, {handled_at}) {rows_sql} "
+        f"ON CONFLICT DO NOTHING RETURNING {key}, {handler}"
     )
-    params: list[Any] = []
-    for key, handler_id in rows:
-        params += [key, handler_id, handled_at]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return {(key, handler_id) for key, handler_id in cursor.fetchall()}
+        return {(k, h) for k, h in cursor.fetchall()}
 
 
 def forget(alias: str, keys: Sequence[tuple[str, str]]) -> None:

@@ -212,8 +212,9 @@ def delete_rows(alias: str, pks: Sequence[int]) -> None:
         if connection.vendor == "mysql":
             for pk in pks:
                 cursor.execute(f"DELETE FROM {table} WHERE id = %s", [pk])
-        elif connection.vendor == "postgresql" and connection.get_autocommit():
-            cursor.execute(f"DELETE FROM {table} USING {_NO_FLUSH} WHERE {table}.id = ANY(%s)", [list(pks)])
+        elif connection.vendor == "postgresql":  # one array parameter, whatever the number of rows
+            deferred = f" USING {_NO_FLUSH}" if connection.get_autocommit() else ""
+            cursor.execute(f"DELETE FROM {table}{deferred} WHERE {table}.id = ANY(%s)", [list(pks)])
         else:
             cursor.execute(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(pks))})", list(pks))
 

@@ -55,13 +55,16 @@ def loads(text: str | bytes | bytearray) -> Any:
     try:
         if isinstance(text, bytes | bytearray):
             text = bytes(text).decode("utf-8")
-        return json.loads(text, parse_constant=_reject_constant)
+        return _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError are ValueErrors
         raise DecodeError(f"invalid JSON: {exc}") from exc
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed in JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # json.loads() would build one per call
 
 
 def _field(path: str, name: str) -> str:

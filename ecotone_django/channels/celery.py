@@ -89,22 +89,19 @@ class TaskArguments(NamedTuple):
 def protocol2_message(
     task: str, task_id: str, args: Sequence[Any], argsrepr: str, origin: str = "ecotone_django"
 ) -> tuple[dict[str, Any], str]:
-    """Celery protocol-2 headers and JSON body for ``task(*args)``, as ``apply_async`` would send them."""
+    """Celery protocol-2 headers and JSON body for ``task(*args)``, as a Celery worker reads them.
+
+    ``apply_async`` also sends every optional header with its default (``eta``, ``expires``, ``group``,
+    ``timelimit``, ``retries`` …, mostly ``None``); a worker reads those with defaults, so they are left
+    out. Each costs encoding into the AMQP header table on publish and decoding on every consume, in
+    pure Python (py-amqp): with 16 headers that was about a tenth of a publish.
+    """
     headers = {
         "lang": "py",
         "task": task,
         "id": task_id,
-        "shadow": None,
-        "eta": None,
-        "expires": None,
-        "group": None,
-        "group_index": None,
-        "retries": 0,
-        "timelimit": [None, None],
         "root_id": task_id,
-        "parent_id": None,
         "argsrepr": argsrepr,
-        "kwargsrepr": "{}",
         "origin": origin,
         "ignore_result": True,
     }

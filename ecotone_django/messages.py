@@ -27,6 +27,7 @@ CORRELATION_ID = "correlation_id"
 CAUSATION_ID = "causation_id"
 TIMESTAMP = "timestamp"
 ENVELOPE_KEYS = frozenset({"id", "type", "payload", "headers"})
+_REQUIRED_KEYS = frozenset({"id", "type", "payload"})
 
 
 def uuid7() -> uuid.UUID:
@@ -81,12 +82,12 @@ class Envelope:
     def from_dict(cls, data: Any) -> Envelope:
         if not isinstance(data, dict):
             raise DecodeError(f"an envelope is a JSON object, got {type(data).__name__}")
-        missing = sorted({"id", "type", "payload"} - set(data))
-        if missing:
-            raise DecodeError(f"envelope lacks {', '.join(missing)}")
-        unknown = sorted(set(data) - ENVELOPE_KEYS)
-        if unknown:
-            raise DecodeError(f"envelope has unknown keys {', '.join(unknown)}")
+        keys = data.keys()
+        if not (keys >= _REQUIRED_KEYS and keys <= ENVELOPE_KEYS):
+            missing = sorted(_REQUIRED_KEYS - keys)
+            if missing:
+                raise DecodeError(f"envelope lacks {', '.join(missing)}")
+            raise DecodeError(f"envelope has unknown keys {', '.join(sorted(keys - ENVELOPE_KEYS))}")
         message_id, type_name, headers = data["id"], data["type"], data.get("headers", {})
         if not isinstance(type_name, str) or not type_name:
             raise DecodeError("envelope type must be a non-empty string")

@@ -30,6 +30,7 @@ from ecotone_django.exceptions import ConversionError, DecodeError
 __all__ = ["dumps", "from_primitive", "loads", "to_primitive"]
 
 _SEQUENCES = (list, tuple, set, frozenset, abc.Sequence, abc.MutableSequence, abc.Set, abc.MutableSet)
+_PLAIN = frozenset({str, int, float, bool})  # JSON gives these as they are
 
 
 def to_primitive(value: object) -> Any:
@@ -130,6 +131,8 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _load(tp: Any, data: Any, root: str, path: str) -> Any:
+    if type(data) is tp and tp in _PLAIN:  # the common case first: a str, int, float or bool as it should be
+        return data
     if tp is Any or tp is object:
         return data
     if tp is None or tp is types.NoneType:
@@ -259,24 +262,34 @@ def _load_class(tp: type, data: Any, root: str, path: str) -> Any:
     raise ConversionError(root, path, f"unsupported type {tp.__qualname__}")
 
 
+@functools.cache
+def _dataclass_fields(tp: type) -> tuple[frozenset[str], tuple[tuple[str, Any, bool], ...]]:
+    """Every field name, and (name, type hint, required) of each field ``__init__`` takes."""
+    hints = _hints(tp)
+    fields = dataclasses.fields(tp)
+    init = tuple(
+        (f.name, hints[f.name], f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        for f in fields
+        if f.init  # the others are set by __post_init__; an output value in ``data`` is ignored
+    )
+    return frozenset(f.name for f in fields), init
+
+
 def _load_dataclass(tp: type, data: Any, root: str, path: str) -> Any:
     if not isinstance(data, dict):
         raise ConversionError(root, path, f"expected object for {tp.__qualname__}, got {_show(data)}")
     try:
-        hints = _hints(tp)
+        names, init = _dataclass_fields(tp)
     except Exception as exc:  # NameError for unresolvable forward references, and the like
         raise ConversionError(root, path, f"cannot resolve type hints of {tp.__qualname__}: {exc}") from exc
-    fields = {f.name: f for f in dataclasses.fields(tp)}
     for key in data:
-        if key not in fields:
+        if key not in names:
             raise ConversionError(root, _field(path, str(key)), f"unknown field of {tp.__qualname__}")
     kwargs: dict[str, Any] = {}
-    for name, f in fields.items():
-        if not f.init:
-            continue  # set by __post_init__; an output value in ``data`` is ignored
+    for name, hint, required in init:
         if name in data:
-            kwargs[name] = _load(hints[name], data[name], root, _field(path, name))
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            kwargs[name] = _load(hint, data[name], root, _field(path, name))
+        elif required:
             raise ConversionError(root, _field(path, name), f"missing required field of {tp.__qualname__}")
     try:
         return tp(**kwargs)

@@ -1,7 +1,8 @@
 """``CeleryChannel``: messages travel as JSON Celery tasks on a broker queue.
 
-The outbox row is published after commit (or by the relay) as a protocol-2
-Celery task named ``ecotone_django.handle`` with JSON arguments
+A message is published after commit (or by the relay; a send outside any
+transaction publishes at once, see ``outbox``) as a protocol-2 Celery task
+named ``ecotone_django.handle`` with JSON arguments
 ``[envelope, handler_id, channel, attempts]``, sent straight to the channel's
 queue. So ``celery -A proj worker -Q <queue>`` can run it (see
 ``ecotone_django.tasks``) as well as ``manage.py consume_channel``, whose

@@ -21,6 +21,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import close_old_connections, connections, transaction
 from django.db.models import QuerySet
@@ -42,13 +43,14 @@ MAX_RELAY_BACKOFF = 5.0  # seconds between relay attempts on a database or broke
 #: time meanwhile; a sender that dies or meets a broker outage leaves the row to the relay after it.
 PUBLISH_LEASE = timedelta(seconds=5)
 
-_pending = threading.local()
+_ready = threading.local()
 
 
-def _pending_rows(alias: str) -> list[OutboxMessage]:
-    if not hasattr(_pending, "by_alias"):
-        _pending.by_alias = defaultdict(list)
-    rows: list[OutboxMessage] = _pending.by_alias[alias]
+def _ready_rows(alias: str) -> list[tuple[OutboxMessage, bool]]:
+    """This thread's committed rows waiting to be published as one batch: (row, may have been rolled back)."""
+    if not hasattr(_ready, "by_alias"):
+        _ready.by_alias = defaultdict(list)
+    rows: list[tuple[OutboxMessage, bool]] = _ready.by_alias[alias]
     return rows
 
 
@@ -93,8 +95,9 @@ def enqueue(
         row.available_at = moment + PUBLISH_LEASE
     _insert(alias, row)
     if fast:  # on commit; a manual transaction (autocommit off, no atomic) gets on_commit's own error
-        _pending_rows(alias).append(row)
-        transaction.on_commit(lambda: publish_pending(alias), using=alias, robust=True)
+        hook = _PublishAfterCommit(alias, row)
+        transaction.on_commit(hook, using=alias, robust=True)
+        hook.hooks = connections[alias].run_on_commit
     return row
 
 
@@ -152,24 +155,51 @@ def _publish_or_store(alias: str, row: OutboxMessage) -> None:
         relay_health.succeeded(alias)
 
 
-def publish_pending(alias: str) -> None:
-    """After commit: publish the rows this thread committed on ``alias`` (the fast path).
+class _PublishAfterCommit:
+    """The ``on_commit`` hook of one outbox row: publishes it after the commit, with the others of the batch.
 
-    The list may still hold rows of a transaction (or savepoint) that was rolled back: only the rows
-    the database has are published.
+    Django drops the hooks of a rolled-back transaction or savepoint, so a hook that runs belongs to a
+    committed row, with one exception: a savepoint that is not an ``atomic()`` block (``savepoint()`` /
+    ``savepoint_rollback()``) drops no hook. Every savepoint rollback does replace the connection's list
+    of hooks, and the commit consumes the list it ends with, taking each hook off before calling it. So
+    a hook that no longer finds itself in the list it was added to knows that nothing was rolled back
+    since, and that the hooks still in that list are those that run after it: it leaves the batch to
+    the last of them. A hook still in its list saw a rollback after its row was written: that row is
+    looked up in the database before it is published. (A rollback sent as raw SQL, past Django, is seen
+    by neither Django's hooks nor this one.)
     """
-    rows = _pending_rows(alias)
-    if not rows:
-        return
-    batch = list(rows)
-    rows.clear()
-    try:
-        stored = OutboxMessage.objects.using(alias).filter(pk__in=[r.pk for r in batch]).values_list("pk", flat=True)
-        committed = set(stored)
-    except Exception as exc:  # the relay will publish them after the lease
-        relay_health.failed(alias, exc)
-        return
-    _publish_committed(alias, [r for r in batch if r.pk in committed])
+
+    __slots__ = ("alias", "hooks", "row")
+
+    def __init__(self, alias: str, row: OutboxMessage) -> None:
+        self.alias = alias
+        self.row = row
+        self.hooks: list[Any] = []
+
+    def __call__(self) -> None:
+        ready = _ready_rows(self.alias)
+        try:
+            consumed = all(entry[1] is not self for entry in self.hooks)
+        except (TypeError, IndexError):  # not the list of (savepoints, hook, robust) this was written against
+            consumed = False
+        ready.append((self.row, not consumed))
+        if consumed and any(
+            isinstance(entry[1], _PublishAfterCommit) and entry[1].alias == self.alias for entry in self.hooks
+        ):
+            return  # a hook of this commit that runs later publishes the batch
+        batch = list(ready)
+        ready.clear()
+        doubtful = [row.pk for row, check in batch if check]
+        if doubtful:
+            try:
+                gone = set(doubtful) - set(
+                    OutboxMessage.objects.using(self.alias).filter(pk__in=doubtful).values_list("pk", flat=True)
+                )
+            except Exception as exc:  # the relay will publish them after the lease
+                relay_health.failed(self.alias, exc)
+                return
+            batch = [(row, check) for row, check in batch if row.pk not in gone]
+        _publish_committed(self.alias, [row for row, _ in batch])
 
 
 def _publish_committed(alias: str, rows: list[OutboxMessage]) -> None:

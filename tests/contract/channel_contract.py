@@ -26,6 +26,7 @@ What every backend guarantees:
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -309,6 +310,27 @@ class ChannelContract(abc.ABC):
         assert _records("committed") == {"committed": 1}
         assert count(Record, name="rolled-back") == 0
         assert channel.waiting() == 0
+
+    def test_a_message_sent_in_a_rolled_back_savepoint_never_leaves_and_its_siblings_do(
+        self, channel: ChannelUnderTest, worker: WorkerFactory
+    ) -> None:
+        with transaction.atomic(using=TENANT):
+            self.send(channel, Note("before"))
+            with contextlib.suppress(RuntimeError), transaction.atomic(using=TENANT):
+                self.send(channel, Note("in an atomic savepoint"))
+                raise RuntimeError("abort the inner block")
+            savepoint = transaction.savepoint(using=TENANT)  # not an atomic() block: Django drops no hook
+            self.send(channel, Note("in a manual savepoint"))
+            transaction.savepoint_rollback(savepoint, using=TENANT)
+            self.send(channel, Note("after"))
+        assert channel.waiting() == 2, "a rolled-back message reached the channel, or a committed one did not"
+
+        proc = worker(channel.name)
+        _wait(lambda: len(_records("")) >= 2, "the two committed messages to be handled", proc)
+        self.send(channel, Note("marker"))  # sent last: once it is handled, the channel has nothing older
+        _wait(lambda: _records("marker"), "the marker to be handled", proc)
+        assert proc.stop() == 0
+        assert _records("") == {"before": 1, "after": 1, "marker": 1}
 
     # -- 2. a worker killed mid-handler -------------------------------------------------------------------
 

@@ -239,6 +239,33 @@ def test_an_autocommit_send_publishes_first_and_writes_a_row_only_if_the_broker_
     assert queue_depth(url, rabbit_queue) == 3
 
 
+@pytest.mark.rabbitmq
+def test_rows_committed_together_are_published_as_one_batch_and_looked_up_only_after_a_rollback(rabbit_queue):
+    def outbox_statements(block: Callable[[], None]) -> list[str]:
+        with CaptureQueriesContext(connections[TENANT]) as queries, transaction.atomic(using=TENANT):
+            block()
+        return [q["sql"].split()[0] for q in queries.captured_queries if "ecotone_outbox" in q["sql"]]
+
+    def three() -> None:
+        for name in ("one", "two", "three"):
+            send_rabbit(name)
+
+    # Nothing rolled back: the rows are known to be committed; one publish, one DELETE for the batch.
+    assert outbox_statements(three) == ["INSERT", "INSERT", "INSERT", "DELETE"]
+    assert queue_depth(rabbit_url(), rabbit_queue) == 3
+
+    def with_a_rollback() -> None:
+        send_rabbit("kept")
+        savepoint = transaction.savepoint(using=TENANT)
+        send_rabbit("rolled back")
+        transaction.savepoint_rollback(savepoint, using=TENANT)
+
+    # A rollback after the rows were written: each is looked up before it is published (the second is gone).
+    assert outbox_statements(with_a_rollback) == ["INSERT", "INSERT", "SELECT", "DELETE", "SELECT"]
+    assert queue_depth(rabbit_url(), rabbit_queue) == 4
+    assert not OutboxMessage.objects.using(TENANT).exists()
+
+
 # -- 3. garbage on the queue ----------------------------------------------------------------------------
 
 

@@ -97,7 +97,7 @@ def enqueue(
     if fast:  # on commit; a manual transaction (autocommit off, no atomic) gets on_commit's own error
         hook = _PublishAfterCommit(alias, row)
         transaction.on_commit(hook, using=alias, robust=True)
-        hook.hooks = connections[alias].run_on_commit
+        hook.watch(connections[alias].run_on_commit)
     return row
 
 
@@ -174,17 +174,22 @@ class _PublishAfterCommit:
     def __init__(self, alias: str, row: OutboxMessage) -> None:
         self.alias = alias
         self.row = row
-        self.hooks: list[Any] = []
+        self.hooks: list[Any] | None = None  # None: cannot tell, look the row up
+
+    def watch(self, hooks: list[Any]) -> None:
+        """Remember the list ``on_commit`` has just added this hook to, if it is the list described above."""
+        try:
+            if hooks[-1][1] is self:  # entries are (savepoint ids, hook, robust)
+                self.hooks = hooks
+        except (TypeError, IndexError, KeyError):
+            self.hooks = None
 
     def __call__(self) -> None:
         ready = _ready_rows(self.alias)
-        try:
-            consumed = all(entry[1] is not self for entry in self.hooks)
-        except (TypeError, IndexError):  # not the list of (savepoints, hook, robust) this was written against
-            consumed = False
+        consumed = self.hooks is not None and all(entry[1] is not self for entry in self.hooks)
         ready.append((self.row, not consumed))
         if consumed and any(
-            isinstance(entry[1], _PublishAfterCommit) and entry[1].alias == self.alias for entry in self.hooks
+            isinstance(entry[1], _PublishAfterCommit) and entry[1].alias == self.alias for entry in self.hooks or ()
         ):
             return  # a hook of this commit that runs later publishes the batch
         batch = list(ready)

@@ -135,7 +135,13 @@ def write_report(results: dict[str, Any], run: dict[str, Any], ctx: Context, pat
 def _extra_line(name: str, entry: dict[str, Any]) -> str:
     if name == "latency_p50_vs_raw_roundtrip" and "p99_ms" in entry:
         p99 = entry["p99_ms"]
-        return f"p99: baseline {p99['baseline']} ms, measured {p99['measured']} ms"
+        line = f"p99: baseline {p99['baseline']} ms, measured {p99['measured']} ms"
+        if "in_transaction_p50_ms" in entry:
+            line += (
+                f"; the same send inside `transaction.atomic()` (not in the ratio): p50 "
+                f"{_fmt(entry['in_transaction_p50_ms'])} ms, p99 {_fmt(entry['in_transaction_p99_ms'])} ms"
+            )
+        return line
     if name == "noisy_neighbor_p99_ratio" and "single_queue_ratio" in entry:
         s = entry["single_queue_p99_ms"]
         return (

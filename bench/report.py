@@ -154,6 +154,15 @@ def _extra_line(name: str, entry: dict[str, Any]) -> str:
         line = f"per round — baseline: {_list(samples['baseline'])}; measured: {_list(samples['measured'])}"
         if bigger is not None:
             line += f"; the same worker with CLAIM_SIZE=100 (not in the ratio): {_fmt(bigger)} msg/s"
+        floor = entry.get("minimal_loop_msg_s")
+        if floor:
+            baseline = entry["baseline"]
+            line += (
+                f"; the least a worker must do, in bare psycopg (not in the ratio): "
+                f"{_fmt(floor['with_inbox'])} msg/s with an inbox row ({floor['with_inbox'] / baseline:.2f} "
+                f"of the baseline), {_fmt(floor['without_inbox'])} msg/s without "
+                f"({floor['without_inbox'] / baseline:.2f})"
+            )
         return line
     if name == "delayed_poll_cost_1m_vs_1k" and "ratios" in entry:
         ms = entry["median_ms"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Any
@@ -211,6 +212,59 @@ def _raw_skip_locked(n: int) -> float:
     return done / elapsed
 
 
+def _floor_loop(n: int, inbox: bool) -> float:
+    """Msg/s of the least a database-channel worker must do, in bare psycopg: not part of the ratio.
+
+    Per transaction: claim CLAIM_SIZE rows (``SELECT … FOR UPDATE SKIP LOCKED``), decode each envelope,
+    rebuild the message and call a no-op handler, optionally insert the batch's inbox rows (one
+    statement), delete the rows, commit. No Django, tenancy, savepoints, retries or time limits: what
+    this reaches bounds what any worker with (or without) an inbox can reach on this machine.
+    """
+    from ..handlers import PingDb
+
+    truncate("default")
+    load_rows("default", outbox_rows(DB_ROWS, n))
+    vacuum_analyze("default")
+    claim = (
+        "SELECT id, body, handler FROM ecotone_outbox WHERE channel = %s AND available_at <= now()"
+        " ORDER BY available_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
+    )
+    record = (
+        "INSERT INTO ecotone_inbox (key, handler, handled_at) SELECT k, h, now()"
+        " FROM unnest(%s::varchar[], %s::varchar[]) AS b(k, h) ON CONFLICT DO NOTHING RETURNING key, handler"
+    )
+    limit = get_config().worker.claim_size
+    done = 0
+    with connect("default") as conn:
+        conn.autocommit = False
+        started = time.perf_counter()
+        while True:
+            rows = conn.execute(claim, (DB_ROWS.channel, limit), prepare=True).fetchall()
+            if not rows:
+                conn.rollback()
+                break
+            envelopes = [json.loads(body) for _, body, _ in rows]
+            keys = [(envelope["id"], handler) for envelope, (_, _, handler) in zip(envelopes, rows, strict=True)]
+            if inbox:
+                new = set(conn.execute(record, ([k for k, _ in keys], [h for _, h in keys]), prepare=True).fetchall())
+            else:
+                new = set(keys)
+            for envelope, key in zip(envelopes, keys, strict=True):
+                if key in new:
+                    _no_op(PingDb(**envelope["payload"]))
+                    done += 1
+            conn.execute("DELETE FROM ecotone_outbox WHERE id = ANY(%s)", ([row[0] for row in rows],), prepare=True)
+            conn.commit()
+        elapsed = time.perf_counter() - started
+    if done != n:
+        raise RuntimeError(f"the minimal loop handled {done} of {n} rows")
+    return done / elapsed
+
+
+def _no_op(message: Any) -> None:
+    """The minimal loop's handler."""
+
+
 def _db_channel(n: int, claim_size: int | None = None) -> float:
     truncate("default")
     load_rows("default", outbox_rows(DB_ROWS, n))
@@ -244,6 +298,12 @@ def db_channel_vs_raw_skip_locked(ctx: Context) -> Figure:
     # Not part of the ratio: the same worker claiming as many rows per transaction as the raw loop deletes.
     bigger = ctx.attempt("consume_channel, CLAIM_SIZE 100", lambda: _db_channel(n, RAW_CLAIM))
     ctx.log(f"  consume_channel with CLAIM_SIZE={RAW_CLAIM}: {bigger:,.0f}/s")
+    # Nor these: what a worker doing only the unavoidable work reaches, with and without an inbox row.
+    floor = {
+        "with_inbox": ctx.attempt("minimal loop with inbox", lambda: _floor_loop(n, inbox=True)),
+        "without_inbox": ctx.attempt("minimal loop without inbox", lambda: _floor_loop(n, inbox=False)),
+    }
+    ctx.log(f"  minimal loop: {floor['with_inbox']:,.0f}/s with an inbox, {floor['without_inbox']:,.0f}/s without")
     truncate("default")
     return Figure(
         title="Database channel worker vs raw SKIP LOCKED claim-and-delete loop (PostgreSQL)",
@@ -259,6 +319,7 @@ def db_channel_vs_raw_skip_locked(ctx: Context) -> Figure:
             "raw_rows_per_statement": RAW_CLAIM,
             "claim_size": get_config().worker.claim_size,
             f"measured_with_claim_size_{RAW_CLAIM}": round(bigger, 1),
+            "minimal_loop_msg_s": {kind: round(value, 1) for kind, value in floor.items()},
             "samples": {"baseline": raw, "measured": ours},
         },
     )

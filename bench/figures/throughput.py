@@ -212,6 +212,13 @@ def _raw_skip_locked(n: int) -> float:
     return done / elapsed
 
 
+def _fresh_queue(n: int) -> None:
+    """Exactly ``n`` due rows on the benchmark's database channel, vacuumed and analysed."""
+    truncate("default")
+    load_rows("default", outbox_rows(DB_ROWS, n))
+    vacuum_analyze("default")
+
+
 def _floor_loop(n: int, inbox: bool) -> float:
     """Msg/s of the least a database-channel worker must do, in bare psycopg: not part of the ratio.
 
@@ -222,9 +229,7 @@ def _floor_loop(n: int, inbox: bool) -> float:
     """
     from ..handlers import PingDb
 
-    truncate("default")
-    load_rows("default", outbox_rows(DB_ROWS, n))
-    vacuum_analyze("default")
+    _fresh_queue(n)
     claim = (
         "SELECT id, body, handler FROM ecotone_outbox WHERE channel = %s AND available_at <= now()"
         " ORDER BY available_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
@@ -266,9 +271,7 @@ def _no_op(message: Any) -> None:
 
 
 def _db_channel(n: int, claim_size: int | None = None) -> float:
-    truncate("default")
-    load_rows("default", outbox_rows(DB_ROWS, n))
-    vacuum_analyze("default")
+    _fresh_queue(n)
     with HandlerLog() as log:
         env = {**log.env, "ECOTONE_BENCH_CLAIM_SIZE": str(claim_size) if claim_size else None}
         with Proc.manage("consume_channel", "bench_db", "--stop-when-empty", "--no-relay", env=env) as proc:
@@ -280,9 +283,7 @@ def _db_channel(n: int, claim_size: int | None = None) -> float:
 
 
 def _raw_loop(n: int) -> float:
-    truncate("default")
-    load_rows("default", outbox_rows(DB_ROWS, n))
-    vacuum_analyze("default")
+    _fresh_queue(n)
     return _raw_skip_locked(n)
 
 

@@ -108,9 +108,11 @@ def build_envelope(message: Any, metadata: Mapping[str, Any] | None) -> tuple[En
     headers.setdefault(CORRELATION_ID, message_id)
     headers[TIMESTAMP] = now().isoformat()
     if tenancy is not None and headers.get(tenancy.header) in (None, ""):
+        other_case = [key for key in metadata if key != tenancy.header and key.lower() == tenancy.header.lower()]
         raise MissingTenantError(
-            f"{message_name(type(message))} was sent without the {tenancy.header!r} header; tenancy is "
-            f"configured, so pass metadata={{{tenancy.header!r}: ...}} (handlers' buses propagate it)"
+            f"{message_name(type(message))} was sent without the {tenancy.header!r} header"
+            + (f" (metadata has {other_case[0]!r}: header names are case-sensitive)" if other_case else "")
+            + f"; tenancy is configured, so pass metadata={{{tenancy.header!r}: ...}} (handlers' buses propagate it)"
         )
     if tenancy is not None and (
         isinstance(headers[tenancy.header], bool) or not isinstance(headers[tenancy.header], str | int)

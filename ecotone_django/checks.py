@@ -10,6 +10,11 @@
 - E008  handlers could not be loaded (a bad declaration)
 - E009  an asynchronous query handler (queries answer synchronously)
 - E010  @deduplicated or @delayed on a synchronous handler without a channel to run on
+
+They are static (they read settings and handler declarations, never a database), so they carry their own tag,
+``ecotone``, and not ``database``: Django 6 runs database-tagged checks only when ``check --database`` names an
+alias, and these must run under plain ``manage.py check``, ``runserver`` and every command that checks first.
+Names that resemble a valid one get a "did you mean" (difflib).
 """
 
 from __future__ import annotations
@@ -18,14 +23,15 @@ from collections import defaultdict
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Tags, register
+from django.core.checks import CheckMessage, Error, register
 
-from .exceptions import ConfigurationError, UnknownChannelError
+from .exceptions import ConfigurationError, UnknownChannelError, did_you_mean
 
 ROUTER = "ecotone_django.routers.TenantRouter"
+TAG = "ecotone"
 
 
-@register(Tags.compatibility, Tags.database)
+@register(TAG)
 def check_ecotone(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     from .conf import get_config
 
@@ -85,17 +91,41 @@ def _check_channels(config: Any) -> list[CheckMessage]:
                     channels.concrete(target)
         except UnknownChannelError as exc:
             errors.append(Error(f"channel {name!r} routes to an unknown channel: {exc}", id="ecotone.E004"))
+            continue
         except ConfigurationError as exc:
             errors.append(Error(f"channel {name!r}: {exc}", id="ecotone.E007"))
+            continue
+        errors += _check_header_case(name, channel, config)
     if config.default_channel is not None and config.default_channel not in config.channels:
+        suggestion = did_you_mean(config.default_channel, config.channels)
         errors.append(
             Error(
-                f"ECOTONE['DEFAULT_CHANNEL'] is {config.default_channel!r}, which ECOTONE['CHANNELS'] does not define",
+                f"ECOTONE['DEFAULT_CHANNEL'] is {config.default_channel!r}{suggestion}, "
+                "which ECOTONE['CHANNELS'] does not define",
                 hint=f"Defined channels: {', '.join(sorted(config.channels)) or 'none'}.",
                 id="ecotone.E004",
             )
         )
     return errors
+
+
+def _check_header_case(name: str, channel: Any, config: Any) -> list[CheckMessage]:
+    """A dynamic channel routing on the tenant header spelt in another case (``Tenant``): headers are
+    case-sensitive, so it would never match and every message would silently take the default route."""
+    header = getattr(channel, "header", None) if channel.is_dynamic else None
+    tenant_header = config.tenancy.header if config.tenancy else None
+    if not isinstance(header, str) or tenant_header is None or header == tenant_header:
+        return []
+    if header.lower() != tenant_header.lower():
+        return []  # another header altogether: routing on it is a choice
+    return [
+        Error(
+            f"channel {name!r} routes on the header {header!r}{did_you_mean(header, [tenant_header])}; "
+            f"the tenant header is {tenant_header!r} and header names are case-sensitive",
+            hint="Use the same spelling as ECOTONE['TENANCY']['HEADER'].",
+            id="ecotone.E007",
+        )
+    ]
 
 
 def _check_handlers(config: Any) -> list[CheckMessage]:
@@ -113,7 +143,8 @@ def _check_handlers(config: Any) -> list[CheckMessage]:
         if handler.channel is not None and handler.channel not in config.channels:
             errors.append(
                 Error(
-                    f"{handler.id} is @asynchronous({handler.channel!r}), but no such channel is configured",
+                    f"{handler.id} is @asynchronous({handler.channel!r}), but no such channel is configured"
+                    f"{did_you_mean(handler.channel, config.channels)}",
                     hint=f"Defined channels: {', '.join(sorted(config.channels)) or 'none'}.",
                     id="ecotone.E004",
                 )

@@ -16,7 +16,7 @@ from typing import Any
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, did_you_mean
 
 TOP_LEVEL_KEYS = frozenset(
     {
@@ -111,11 +111,10 @@ class EcotoneConfig:
 
 
 def _reject_unknown(given: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
-    unknown = sorted(set(given) - allowed)
+    unknown = sorted(set(given) - allowed, key=str)
     if unknown:
-        raise ConfigurationError(
-            f"{where} has unknown key(s) {', '.join(map(repr, unknown))}; valid keys are {', '.join(sorted(allowed))}"
-        )
+        named = ", ".join(f"{key!r}{did_you_mean(key, allowed)}" for key in unknown)
+        raise ConfigurationError(f"{where} has unknown key(s) {named}; valid keys are {', '.join(sorted(allowed))}")
 
 
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:

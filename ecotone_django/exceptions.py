@@ -6,7 +6,23 @@ existing error handling for bad settings catches them.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 from django.core.exceptions import ImproperlyConfigured
+
+
+def did_you_mean(word: object, choices: Iterable[str]) -> str:
+    """`` (did you mean 'X'?)`` when ``word`` is close to one of ``choices``, else ``""``: for error messages.
+
+    A choice that differs only in case wins (``Tenant`` → ``tenant``); otherwise difflib's closest match.
+    """
+    if not isinstance(word, str) or not word:
+        return ""
+    candidates = sorted(set(choices) - {word})
+    same_but_case = [c for c in candidates if c.lower() == word.lower()]
+    close = same_but_case or difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class EcotoneError(Exception):

@@ -13,6 +13,7 @@ from typing import Any
 from django.db.models import Model
 
 from .conf import get_config
+from .exceptions import ConfigurationError
 from .tenancy import current_alias
 
 OWN_APP = "ecotone_django"
@@ -37,7 +38,13 @@ class TenantRouter:
         return None
 
     def allow_migrate(self, db: str, app_label: str, model_name: str | None = None, **hints: Any) -> bool | None:
-        config = get_config()
+        try:
+            config = get_config()
+        except ConfigurationError:
+            # An invalid ECOTONE setting is the system check ecotone.E001, which every management command runs
+            # before it does anything. Django's model checks ask this method too (on every alias since Django 6):
+            # abstaining here lets the check run finish and report E001 instead of crashing with a traceback.
+            return None
         if config.tenancy is None:
             return None
         tenant_dbs = config.tenancy.aliases

@@ -12,10 +12,16 @@ from typing import Any
 from django.utils.module_loading import import_string
 
 from ..conf import get_config
-from ..exceptions import ConfigurationError, UnknownChannelError
+from ..exceptions import ConfigurationError, UnknownChannelError, did_you_mean
 from .base import BrokerChannel, Channel
 
 __all__ = ["BrokerChannel", "Channel", "ChannelHandler", "InvalidChannelBackendError", "channels"]
+
+BUILT_IN_BACKENDS = (
+    "ecotone_django.channels.DatabaseChannel",
+    "ecotone_django.channels.CeleryChannel",
+    "ecotone_django.channels.DynamicChannel",
+)
 
 
 class InvalidChannelBackendError(ConfigurationError):
@@ -41,14 +47,18 @@ class ChannelHandler:
         configured = get_config().channels
         if name not in configured:
             defined = ", ".join(sorted(configured)) or "none"
-            raise UnknownChannelError(f"channel {name!r} is not defined in ECOTONE['CHANNELS']; defined: {defined}")
+            raise UnknownChannelError(
+                f"channel {name!r} is not defined in ECOTONE['CHANNELS']{did_you_mean(name, configured)}; "
+                f"defined: {defined}"
+            )
         spec = configured[name]
         try:
             backend: Any = import_string(spec.backend)
         except ImportError as exc:
+            suggestion = did_you_mean(spec.backend, BUILT_IN_BACKENDS)
             raise InvalidChannelBackendError(
-                f"channel {name!r}: cannot import BACKEND {spec.backend!r} ({exc}); built-in backends are "
-                "ecotone_django.channels.DatabaseChannel, CeleryChannel and DynamicChannel"
+                f"channel {name!r}: cannot import BACKEND {spec.backend!r}{suggestion} ({exc}); built-in backends "
+                "are ecotone_django.channels.DatabaseChannel, CeleryChannel and DynamicChannel"
             ) from exc
         if not (isinstance(backend, type) and issubclass(backend, Channel)):
             raise InvalidChannelBackendError(f"channel {name!r}: {spec.backend} is not a Channel subclass")

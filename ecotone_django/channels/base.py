@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, did_you_mean
 from ..messages import Envelope
 
 if TYPE_CHECKING:
@@ -28,12 +28,12 @@ class Channel:
     is_dynamic: ClassVar[bool] = False
 
     def __init__(self, name: str, options: Mapping[str, Any]) -> None:
-        unknown = sorted(set(options) - self.options_allowed)
+        unknown = sorted(set(options) - self.options_allowed, key=str)
         if unknown:
             allowed = ", ".join(sorted(self.options_allowed)) or "none"
+            named = ", ".join(f"{key!r}{did_you_mean(key, self.options_allowed)}" for key in unknown)
             raise ConfigurationError(
-                f"channel {name!r} ({type(self).__name__}) has unknown OPTIONS {', '.join(map(repr, unknown))}; "
-                f"valid options: {allowed}"
+                f"channel {name!r} ({type(self).__name__}) has unknown OPTIONS {named}; valid options: {allowed}"
             )
         self.name = name
         self.options = dict(options)

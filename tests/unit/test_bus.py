@@ -399,6 +399,13 @@ def test_a_missing_tenant_is_an_error_naming_the_header(metadata: dict[str, Any]
     assert calls == []
 
 
+def test_a_tenant_header_in_another_case_is_named_in_the_error() -> None:
+    with pytest.raises(MissingTenantError) as caught:
+        command_bus.send(Add(1, 2), metadata={"Tenant": "acme"})
+    assert "without the 'tenant' header (metadata has 'Tenant': header names are case-sensitive)" in str(caught.value)
+    assert calls == []
+
+
 @override_settings(ECOTONE={"TENANCY": {"HEADER": "organisation"}})
 def test_the_missing_tenant_error_names_the_configured_header() -> None:
     with pytest.raises(MissingTenantError, match="without the 'organisation' header"):

@@ -1,0 +1,48 @@
+"""A valid project (two tenant databases, a dynamic channel, one asynchronous handler), then the one mistake
+that ``ECOTONE_CHECK_CASE`` names. Nothing here needs a server: the databases are SQLite in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+SECRET_KEY = "ecotone-check-project-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1"]
+USE_TZ = True
+ROOT_URLCONF = "tests.checkproject.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "ecotone_django"]
+DATABASES = {alias: {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"} for alias in ("default", "big_corp")}
+DATABASE_ROUTERS = ["ecotone_django.routers.TenantRouter"]
+
+DATABASE_CHANNEL = {"BACKEND": "ecotone_django.channels.DatabaseChannel"}
+ORDERS: dict[str, Any] = {
+    "BACKEND": "ecotone_django.channels.DynamicChannel",
+    "OPTIONS": {"header": "tenant", "mapping": {"big_corp": "orders_premium"}, "default": "orders_shared"},
+}
+ECOTONE: dict[str, Any] = {
+    "TENANCY": {"HEADER": "tenant", "CONNECTIONS": {"big_corp": "big_corp"}},
+    "CHANNELS": {"orders_shared": DATABASE_CHANNEL, "orders_premium": DATABASE_CHANNEL, "orders": ORDERS},
+    "HANDLER_MODULES": ["tests.checkproject.handlers"],
+}
+
+CASE = os.environ.get("ECOTONE_CHECK_CASE", "")
+if CASE == "misspelt_backend":
+    ECOTONE["CHANNELS"]["orders_shared"] = {"BACKEND": "ecotone_django.channels.DatabseChannel"}
+elif CASE == "unknown_option":
+    ECOTONE["CHANNELS"]["orders"] = {**ORDERS, "OPTIONS": {**ORDERS["OPTIONS"], "mappings": {}}}
+elif CASE == "dynamic_mapping_to_a_missing_channel":
+    typo = {"big_corp": "orders_premum"}
+    ECOTONE["CHANNELS"]["orders"] = {**ORDERS, "OPTIONS": {**ORDERS["OPTIONS"], "mapping": typo}}
+elif CASE == "missing_router":
+    DATABASE_ROUTERS = []
+elif CASE == "unknown_asynchronous_channel":
+    ECOTONE["HANDLER_MODULES"] = [*ECOTONE["HANDLER_MODULES"], "tests.checkproject.handlers_typo"]
+elif CASE == "misspelt_top_level_key":
+    ECOTONE["CHANELS"] = ECOTONE.pop("CHANNELS")
+elif CASE == "tenant_header_case":
+    ECOTONE["CHANNELS"]["orders"] = {**ORDERS, "OPTIONS": {**ORDERS["OPTIONS"], "header": "Tenant"}}
+elif CASE:
+    raise RuntimeError(f"unknown ECOTONE_CHECK_CASE {CASE!r}")

@@ -43,6 +43,7 @@ from ecotone_django.clock import now
 from ecotone_django.messages import Envelope, message_name, uuid7
 from ecotone_django.models import DeadLetter, InboxEntry, OutboxMessage
 from tests.contract.handlers import Doomed, Hold, Note
+from tests.helpers.django_compat import savepoint_create
 from tests.helpers.processes import ManagedProcess, wait_for
 from tests.integration.conftest import ALL_DATABASES, WorkerFactory, stats_of
 from tests.testapp.models import Record
@@ -319,7 +320,7 @@ class ChannelContract(abc.ABC):
             with contextlib.suppress(RuntimeError), transaction.atomic(using=TENANT):
                 self.send(channel, Note("in an atomic savepoint"))
                 raise RuntimeError("abort the inner block")
-            savepoint = transaction.savepoint(using=TENANT)  # not an atomic() block: Django drops no hook
+            savepoint = savepoint_create(using=TENANT)  # not an atomic() block: Django drops no hook
             self.send(channel, Note("in a manual savepoint"))
             transaction.savepoint_rollback(savepoint, using=TENANT)
             self.send(channel, Note("after"))

@@ -38,6 +38,7 @@ from ecotone_django.messages import Envelope
 from ecotone_django.models import DeadLetter, InboxEntry, OutboxMessage
 from ecotone_django.outbox import PUBLISH_LEASE, Relay
 from ecotone_django.worker import Worker
+from tests.helpers.django_compat import savepoint_create
 from tests.helpers.processes import ManagedProcess, spawn_manage, wait_for
 from tests.integration.broker_fixtures import (
     delete,
@@ -256,7 +257,7 @@ def test_rows_committed_together_are_published_as_one_batch_and_looked_up_only_a
 
     def with_a_rollback() -> None:
         send_rabbit("kept")
-        savepoint = transaction.savepoint(using=TENANT)
+        savepoint = savepoint_create(using=TENANT)
         send_rabbit("rolled back")
         transaction.savepoint_rollback(savepoint, using=TENANT)
 

@@ -50,13 +50,14 @@ need_pkg libssl-dev
 # the test fixtures start them on a free loopback port (tests/helpers/local_servers.py): nothing to start here.
 need_bin chromium chromium       # headless, for the example's admin screenshots (tests/example/test_admin_screenshot.py)
 
-# Debian's own python3 needs python3-venv (and headers for mysqlclient) for `make venv`.
-PY="$(command -v python3.11 || command -v python3 || true)"
-if [[ "$PY" == /usr/bin/* ]]; then
-    "$PY" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+# Debian's own Pythons need pythonX.Y-venv for the test legs' venvs, and pythonX.Y-dev for mysqlclient's build.
+for version in 3.11 3.12 3.13; do
+    PY="/usr/bin/python$version"
+    [[ -x "$PY" ]] || continue
+    "$PY" -c 'import ensurepip, venv' 2>/dev/null || missing+=("python$version-venv")
     "$PY" -c 'import os, sysconfig; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' \
-        2>/dev/null || missing+=(python3-dev)
-fi
+        2>/dev/null || missing+=("python$version-dev")
+done
 
 if ((${#missing[@]})); then
     # de-duplicate while keeping order

@@ -68,14 +68,14 @@ SAMPLE = re.compile(r"^GET /orders/(?P<order_id>\S+) as (?P<tenant>\S+) → 200\
 
 
 def chromium() -> str:
-    """Path of headless Chromium: skip without it locally, fail under CI=true."""
+    """Path of headless Chromium: skip without it locally, fail under CI."""
     for name in ("chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)
         if found:
             return found
     where = "chromium is not installed (apt-get install chromium)"
     if in_ci():
-        pytest.fail(f"{where}; CI=true requires it (.ci/services.sh installs it)", pytrace=False)
+        pytest.fail(f"{where}; CI requires it (`make services` installs it)", pytrace=False)
     pytest.skip(f"{where}; `make services` installs it")
 
 

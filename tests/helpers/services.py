@@ -1,7 +1,7 @@
 """Availability of the external services the tests use (PostgreSQL, MariaDB, RabbitMQ, Redis, SQS, Kafka).
 
-Locally a test whose service is unreachable is *skipped*; with ``CI=true`` it *fails*, so a CI run
-can never go green by silently skipping the integration tests::
+Locally a test whose service is unreachable is *skipped*; with ``CI`` set (``1``, ``true``, ``yes`` …) it *fails*,
+so a CI run can never go green by silently skipping the integration tests::
 
     from tests.helpers.services import require, service_url
 
@@ -73,9 +73,13 @@ def _canonical(name: str) -> str:
     return key
 
 
+# CI=... values that mean "not in CI"; any other non-empty value (1, true, True, yes, a CI system's name) means CI.
+_NOT_CI = frozenset({"", "0", "false", "no", "off", "n", "f"})
+
+
 def in_ci() -> bool:
-    """True when running in CI (``CI=true``): missing services are failures, not skips."""
-    return os.environ.get("CI") == "true"
+    """True when running in CI (``CI`` set to ``1``, ``true``, ``yes`` …): missing services are failures, not skips."""
+    return os.environ.get("CI", "").strip().lower() not in _NOT_CI
 
 
 def service_url(name: str) -> str:
@@ -126,7 +130,7 @@ def _missing(name: str, why: str | None = None) -> NoReturn:
     host, port = service_address(key)
     where = why or f"{key} is not reachable at {host}:{port} ({env_var}={_redact(service_url(key))})"
     if in_ci():
-        pytest.fail(f"{where}; CI=true requires it (start it with .ci/services.sh)", pytrace=False)
+        pytest.fail(f"{where}; CI requires it (start it with `make services`)", pytrace=False)
     # allow_module_level: also usable at the top of a test module to skip the whole module.
     pytest.skip(f"{where}; start it with `make services` or `docker compose up -d`", allow_module_level=True)
 

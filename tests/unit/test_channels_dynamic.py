@@ -176,7 +176,10 @@ def test_a_target_that_is_not_configured_is_an_error_at_resolve_time() -> None:
         ({"round_robin": []}, "round_robin needs at least one channel"),
         ({"weighted": {}}, "weighted needs positive integer weights"),
         ({"weighted": {"a": 2, "b": 0}}, "weighted needs positive integer weights"),
-        ({"header": "tenant", "default": "shared", "mapping_": {}}, "has unknown OPTIONS 'mapping_'; valid options: "),
+        (
+            {"header": "tenant", "default": "shared", "mapping_": {}},
+            r"has unknown OPTIONS 'mapping_' \(did you mean 'mapping'\?\); valid options: ",
+        ),
     ],
     ids=[
         "no strategy",

@@ -107,29 +107,34 @@ def test_inbox_retention_accepts_a_timedelta() -> None:
 @pytest.mark.parametrize(
     ("raw", "where", "unknown", "valid"),
     [
-        ({"CHANELS": {}}, "ECOTONE", "'CHANELS'", "CELERY_APP, CHANNELS, DEFAULT_CHANNEL, HANDLER_MODULES"),
+        (
+            {"CHANELS": {}},
+            "ECOTONE",
+            "'CHANELS' (did you mean 'CHANNELS'?)",
+            "CELERY_APP, CHANNELS, DEFAULT_CHANNEL, HANDLER_MODULES",
+        ),
         (
             {"TENANCY": {"HEADERS": "tenant"}},
             'ECOTONE["TENANCY"]',
-            "'HEADERS'",
+            "'HEADERS' (did you mean 'HEADER'?)",
             "CONNECTIONS, DEFAULT_CONNECTION, HEADER, TENANT_APPS",
         ),
         (
             {"CHANNELS": {"orders": {"BACKEND": "x.Y", "OPTION": {}}}},
             "ECOTONE[\"CHANNELS\"]['orders']",
-            "'OPTION'",
+            "'OPTION' (did you mean 'OPTIONS'?)",
             "BACKEND, OPTIONS",
         ),
         (
             {"RETRY": {"MAX_ATTEMPT": 3}},
             'ECOTONE["RETRY"]',
-            "'MAX_ATTEMPT'",
+            "'MAX_ATTEMPT' (did you mean 'MAX_ATTEMPTS'?)",
             "BACKOFF_SECONDS, MAX_ATTEMPTS, MAX_BACKOFF_SECONDS, MULTIPLIER",
         ),
         (
             {"WORKER": {"POLL": 1, "BATCH": 2}},
             'ECOTONE["WORKER"]',
-            "'BATCH', 'POLL'",
+            "'BATCH' (did you mean 'BATCH_SIZE'?), 'POLL'",
             "BATCH_SIZE, CLAIM_SIZE, POLL_INTERVAL, RELAY_INTERVAL, SLOW_AFTER_FAILURES",
         ),
     ],
@@ -141,6 +146,21 @@ def test_unknown_keys_are_rejected_by_name_with_the_valid_keys(raw: Any, where: 
     text = str(caught.value)
     assert text.startswith(f"{where} has unknown key(s) {unknown}; valid keys are ")
     assert valid in text
+
+
+@pytest.mark.parametrize(
+    ("raw", "suggestion"),
+    [
+        ({"chANNELS": {}}, "'chANNELS' (did you mean 'CHANNELS'?)"),  # another case wins over difflib's closest
+        ({"CHANNELS": {}, "XYZZY": 1}, "'XYZZY'; valid keys"),  # nothing close: no suggestion
+        ({1: "not a name"}, "unknown key(s) 1; valid keys"),
+    ],
+    ids=["case only", "nothing close", "not a string"],
+)
+def test_the_suggestion_for_an_unknown_key(raw: Any, suggestion: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        parse_config(raw)
+    assert suggestion in str(caught.value)
 
 
 def test_configuration_errors_are_improperly_configured() -> None:

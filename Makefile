@@ -28,9 +28,9 @@ DEMO_ARGS   ?=
 # ---------------------------------------------------------------------------------------------------------------
 # The supported matrix. Each Django version is a leg with a venv of its own (.venv-<leg>), made with the
 # CPython it names (.ci/find-python finds it, or fails naming what to install).
-#   dj61  Django 6.1 on Python 3.13 (the newest pair): the full suite on SQLite, PostgreSQL and MariaDB
-#   dj60  Django 6.0 on Python 3.12: the unit and integration suites on PostgreSQL
-#   dj52  Django 5.2 LTS on Python 3.11: the unit and integration suites on PostgreSQL
+#  · dj61 Django 6.1 on Python 3.13 (the newest pair): the full suite on SQLite, PostgreSQL and MariaDB
+#  · dj60 Django 6.0 on Python 3.12: the unit and integration suites on PostgreSQL
+#  · dj52 Django 5.2 LTS on Python 3.11: the unit and integration suites on PostgreSQL
 # Supported and declared (pyproject classifiers, README, tox): 5.2 on 3.11-3.13, 6.0 and 6.1 on 3.12-3.13.
 # ---------------------------------------------------------------------------------------------------------------
 DJANGO_LEGS := dj61 dj60 dj52
@@ -112,7 +112,9 @@ leg-demo-bare:
 
 # Every interpreter the matrix needs, checked before anything runs: a missing one fails here, naming what to install.
 pythons:
-	@for v in $(sort $(foreach leg,$(DJANGO_LEGS),$($(leg).python))); do bash .ci/find-python $$v >/dev/null; done
+	@status=0; $(foreach leg,$(DJANGO_LEGS),bash .ci/find-python $($(leg).python) >/dev/null || { status=1; \
+		echo "make: the test leg $(leg) ($($(leg).django)) needs CPython $($(leg).python): install it (above)" >&2; };) \
+	exit $$status
 
 # Services first, then every leg to its end even when one fails; a summary line per leg (.ci/legs.sh).
 test: services pythons

@@ -24,6 +24,19 @@ tcp_open() {
     timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$1" 2>/dev/null
 }
 
+# Without apt-get (not Debian: macOS, another distribution) this script installs and starts nothing: the
+# services must already answer (docker compose up -d --wait, see docker-compose.yml).
+if ! command -v apt-get >/dev/null 2>&1; then
+    down=()
+    for port in 5432 3306 6379 5672; do
+        tcp_open "$port" || down+=("$port")
+    done
+    ((${#down[@]} == 0)) || die "no apt-get here to install the services, and nothing answers on $HOST port(s)" \
+        "${down[*]}: start them with \`docker compose up -d --wait\` (docker-compose.yml)"
+    echo "services: no apt-get; PostgreSQL, MariaDB, Redis and RabbitMQ answer on $HOST (started elsewhere)"
+    exit 0
+fi
+
 # ---------------------------------------------------------------------------------------------
 # 1. Debian packages — only the missing ones, one apt-get run for all of them.
 # ---------------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ dj52.suites  = $(PARTIAL_SUITES)
 # shared tests; the unit suite the rollback and transaction-hook tests.
 PARTIAL_SUITES := tests/unit tests/integration tests/contract tests/test_readme.py
 
-TEST_LEGS ?= lint package demo-bare dj61-sqlite dj61-postgres dj61-mariadb dj60-postgres dj52-postgres
+TEST_LEGS ?= venvs lint package demo-bare dj61-sqlite dj61-postgres dj61-mariadb dj60-postgres dj52-postgres
 PYTEST_ARGS ?=
 
 .PHONY: help venv demo test pythons lint services dist bench chaos clean distclean
@@ -100,6 +100,11 @@ demo: .venv/.installed-demo
 # leg-<django leg>-<database>: one pytest run (ECOTONE_TEST_DB picks the engine of every alias).
 $(foreach leg,$(DJANGO_LEGS),$(eval leg-$(leg)-%: .venv-$(leg)/.installed ; \
 	ECOTONE_TEST_DB=$$* .venv-$(leg)/bin/python -m pytest $$($(leg).suites) $$(PYTEST_ARGS)))
+
+# Every leg's venv first, so that the legs' times are the tests' own (one after another: the editable installs
+# share the source tree's build metadata).
+leg-venvs: $(foreach leg,$(DJANGO_LEGS),.venv-$(leg)/.installed)
+	@$(foreach leg,$(DJANGO_LEGS),echo "$(leg): $$(.venv-$(leg)/bin/python -V), Django $$(.venv-$(leg)/bin/python -m django --version)";)
 
 leg-lint: .venv-$(NEWEST)/.installed
 	$(MAKE) --no-print-directory lint VENV=.venv-$(NEWEST)

@@ -13,7 +13,8 @@ mkdir -p "$logs"
 
 describe() {
     case "$1" in
-        lint) echo "ruff + mypy" ;;
+        venvs) echo "a venv per Django leg, made or updated" ;;
+        lint) echo "make lint" ;;
         package) echo "sdist + wheel: build, contents, twine check, clean installs" ;;
         demo-bare) echo "make demo from a copy, no build tools on PATH, no pip cache" ;;
         dj61-*) echo "Django 6.1 · Python 3.13 · ${1#*-} · full suite" ;;

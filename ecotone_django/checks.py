@@ -12,7 +12,7 @@
 - E010  @deduplicated or @delayed on a synchronous handler without a channel to run on
 
 They are static (they read settings and handler declarations, never a database), so they carry their own tag,
-``ecotone``, and not ``database``: Django 6 runs database-tagged checks only when ``check --database`` names an
+``ecotone``, and not ``database``: Django 6.1 runs database-tagged checks only when ``check --database`` names an
 alias, and these must run under plain ``manage.py check``, ``runserver`` and every command that checks first.
 Names that resemble a valid one get a "did you mean" (difflib).
 """

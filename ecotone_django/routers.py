@@ -42,7 +42,7 @@ class TenantRouter:
             config = get_config()
         except ConfigurationError:
             # An invalid ECOTONE setting is the system check ecotone.E001, which every management command runs
-            # before it does anything. Django's model checks ask this method too (on every alias since Django 6):
+            # before it does anything. Django's model checks ask this method too (on every alias since Django 6.1):
             # abstaining here lets the check run finish and report E001 instead of crashing with a traceback.
             return None
         if config.tenancy is None:

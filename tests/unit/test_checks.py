@@ -136,7 +136,7 @@ def test_a_clean_configuration_with_every_kind_of_handler_has_no_errors(registry
 
 @override_settings(ECOTONE={"CHANELS": {}})
 def test_the_checks_are_registered_with_django() -> None:
-    # No database named: Django 6 then leaves out database-tagged checks, and Django's model checks (which ask
+    # No database named: Django 6.1 then leaves out database-tagged checks, and Django's model checks (which ask
     # the tenant router, whose config is invalid here) touch no connection. tests/unit/test_check_command.py
     # runs the real `manage.py check` and `runserver`.
     assert [m.id for m in run_checks(databases=[]) if str(m.id).startswith("ecotone.")] == ["ecotone.E001"]

@@ -20,6 +20,10 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, register
 
+from .channels import channels
+from .conf import EcotoneConfig, get_config
+from .declarations import Kind
+from .discovery import get_registry
 from .exceptions import ConfigurationError, UnknownChannelError
 
 ROUTER = "ecotone_django.routers.TenantRouter"
@@ -27,8 +31,6 @@ ROUTER = "ecotone_django.routers.TenantRouter"
 
 @register(Tags.compatibility, Tags.database)
 def check_ecotone(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    from .conf import get_config
-
     try:
         config = get_config()
     except ConfigurationError as exc:
@@ -40,7 +42,7 @@ def check_ecotone(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     return errors
 
 
-def _check_tenancy(config: Any) -> list[CheckMessage]:
+def _check_tenancy(config: EcotoneConfig) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     if config.tenancy is None:
         return errors
@@ -73,9 +75,7 @@ def _check_tenancy(config: Any) -> list[CheckMessage]:
     return errors
 
 
-def _check_channels(config: Any) -> list[CheckMessage]:
-    from .channels import channels
-
+def _check_channels(config: EcotoneConfig) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     for name in config.channels:
         try:
@@ -98,9 +98,7 @@ def _check_channels(config: Any) -> list[CheckMessage]:
     return errors
 
 
-def _check_handlers(config: Any) -> list[CheckMessage]:
-    from .handlers import COMMAND, QUERY, get_registry
-
+def _check_handlers(config: EcotoneConfig) -> list[CheckMessage]:
     try:
         registry = get_registry()
     except (ConfigurationError, ImportError) as exc:  # ImportError: a typo in HANDLER_MODULES
@@ -108,7 +106,7 @@ def _check_handlers(config: Any) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     owners: dict[tuple[str, type], list[str]] = defaultdict(list)
     for handler in registry:
-        if handler.kind in (COMMAND, QUERY) and handler.message_type is not None:
+        if handler.kind in (Kind.COMMAND, Kind.QUERY) and handler.message_type is not None:
             owners[(handler.kind, handler.message_type)].append(handler.id)
         if handler.channel is not None and handler.channel not in config.channels:
             errors.append(
@@ -126,7 +124,7 @@ def _check_handlers(config: Any) -> list[CheckMessage]:
                     id="ecotone.E005",
                 )
             )
-        if handler.kind == QUERY and handler.channel is not None:
+        if handler.kind == Kind.QUERY and handler.channel is not None:
             errors.append(
                 Error(f"{handler.id} is an asynchronous query handler; queries answer synchronously", id="ecotone.E009")
             )

@@ -23,11 +23,12 @@ import pytest
 from django.db import IntegrityError, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
-from ecotone_django import inbox as inbox_module
 from ecotone_django.clock import now
 from ecotone_django.messages import Envelope, message_name
 from ecotone_django.models import InboxEntry, OutboxMessage
-from ecotone_django.worker import Worker, _message_block
+from ecotone_django.storage import inbox as inbox_module
+from ecotone_django.transactions import message_block as _message_block
+from ecotone_django.worker import Worker
 from tests.testapp.messaging import AlwaysFails, RecordAsync
 from tests.testapp.models import Record
 

@@ -1,7 +1,7 @@
 # ecotone-django developer tasks (GNU make).
 #   make venv       create .venv (if missing) and install the package with all extras
 #   make test       run the suite against SQLite, PostgreSQL and MariaDB (PYTEST_ARGS=... passes through)
-#   make lint       ruff check + mypy
+#   make lint       ruff check + mypy + lint-imports (the layers contract in pyproject.toml)
 #   make demo       run the demo (embedded SQLite by default)
 #   make services   make sure PostgreSQL, MariaDB, Redis and RabbitMQ are up on loopback
 #   make bench      measure against raw baselines, write BENCHMARKS.md (BENCH_ARGS=--quick ... passes through)
@@ -46,6 +46,7 @@ demo: venv
 
 # Run every database even when one fails, then report all of them; exit 5 (no tests) is a failure too.
 test: venv
+	$(BIN)/lint-imports
 	@failed=0; summary=""; \
 	for db in $(TEST_DBS); do \
 		echo "===== pytest, ECOTONE_TEST_DB=$$db ====="; \
@@ -62,7 +63,8 @@ test: venv
 
 lint: venv
 	$(BIN)/ruff check .
-	$(BIN)/mypy ecotone_django
+	$(BIN)/mypy ecotone_django tests/typing
+	$(BIN)/lint-imports
 
 services:
 	bash .ci/services.sh

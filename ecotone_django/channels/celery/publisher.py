@@ -47,7 +47,7 @@ class Publisher:
             self.producer = Producer(self.channel, auto_declare=False)
             self.confirms = self.connection.transport.driver_type == "amqp"
             self.batches = not self.confirms and self.producer.supports_batch_publish
-            # Kafka (ecotone_django.channels.kafka): delivery reports, awaited once per batch.
+            # Kafka (.kafka): delivery reports, awaited once per batch.
             self.deliveries = getattr(self.channel, "wait_for_deliveries", None)
             self._sequence = 0  # delivery tag of the last message published on this channel
             self._unconfirmed: set[int] = set()

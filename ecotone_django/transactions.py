@@ -16,7 +16,12 @@ the connection but does not document:
   savepoint is made just before the handler's first statement on that database (none for a handler
   that writes elsewhere), kept on success and released with the batch; that needs ``savepoint_ids``
   (so that ``on_commit`` hooks know their savepoint) and ``run_on_commit`` (to drop a failed message's
-  hooks). On PostgreSQL this was worth about a quarter of a database-channel worker's throughput.
+  hooks).
+
+What that saves, measured with the benchmark's database-channel figure (``bench/run.py --quick --only
+db_channel_vs_raw_skip_locked``, PostgreSQL, one worker process, ``ECOTONE_BENCH_TRANSACTION_INTERNALS``
+alternated in one session): about 4,900–6,800 messages/s with the internals, about 1,700 without. After
+commit the fallback costs one ``SELECT`` per commit that publishes (a round trip, about 0.1 ms on loopback).
 
 The public fallback does the same work with the documented API: ``transaction.atomic()`` per message,
 and a lookup of the committed rows before they are published. :func:`use_internals` chooses between the
@@ -85,17 +90,19 @@ def _unexpected(connection: BaseDatabaseWrapper, what: str) -> bool:
 
 def use_internals(alias: str) -> bool:
     """Whether to use Django's private transaction state on ``alias`` (the setting, then a probe)."""
+    return _usable(connections[alias])
+
+
+def _usable(connection: BaseDatabaseWrapper) -> bool:
     mode = get_config().transaction_internals
     if mode == "avoid":
         return False
-    connection = connections[alias]
     known = _shape_ok.get(type(connection))
     if known is None:
         if not _looks_expected(connection):
             return _unexpected(connection, "transaction state (run_on_commit, savepoint_ids, in_atomic_block)")
         with _probe_lock:
-            _shape_ok.setdefault(type(connection), True)
-        known = _shape_ok[type(connection)]
+            known = _shape_ok.setdefault(type(connection), True)
     elif not known and mode == "use":
         return _unexpected(connection, "transaction state")
     return known
@@ -103,9 +110,10 @@ def use_internals(alias: str) -> bool:
 
 def in_atomic_block(alias: str) -> bool:
     """Whether code on ``alias`` runs inside ``atomic()`` (else: autocommit, or a manual transaction)."""
-    if use_internals(alias):
-        return bool(connections[alias].in_atomic_block)
-    return not transaction.get_autocommit(using=alias)
+    connection = connections[alias]
+    if _usable(connection):
+        return bool(connection.in_atomic_block)
+    return not connection.get_autocommit()
 
 
 # ---------------------------------------------------------------------------
@@ -121,11 +129,12 @@ def on_commit(alias: str, hook: Callable[[], None]) -> HookList | None:
     nothing about what was rolled back.
     """
     transaction.on_commit(hook, using=alias, robust=True)
-    if not use_internals(alias):
+    connection = connections[alias]
+    if not _usable(connection):
         return None
-    hooks: HookList = connections[alias].run_on_commit
+    hooks: HookList = connection.run_on_commit
     if not (hooks and _is_entry(hooks[-1]) and hooks[-1][1] is hook):
-        _unexpected(connections[alias], "list of on_commit hooks")
+        _unexpected(connection, "list of on_commit hooks")
         return None
     return hooks
 
@@ -161,9 +170,9 @@ class _LateSavepoint:
     own connection object, past Django, are not seen and not rolled back.
     """
 
-    def __init__(self, alias: str) -> None:
+    def __init__(self, alias: str, connection: BaseDatabaseWrapper) -> None:
         self.alias = alias
-        self.connection = connections[alias]
+        self.connection = connection
         self.sid: str | None = None
         self._making = False
         self._hooks = 0
@@ -201,6 +210,7 @@ def message_block(alias: str) -> contextlib.AbstractContextManager[Any]:
 
     Either way a failure undoes that message's statements, ``on_commit`` hooks and sends, and nothing else.
     """
-    if in_atomic_block(alias) and use_internals(alias):
-        return _LateSavepoint(alias)
+    connection = connections[alias]
+    if _usable(connection) and connection.in_atomic_block:
+        return _LateSavepoint(alias, connection)
     return transaction.atomic(using=alias)

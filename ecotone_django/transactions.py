@@ -20,7 +20,7 @@ the connection but does not document:
 
 What that saves, measured with the benchmark's database-channel figure (``bench/run.py --quick --only
 db_channel_vs_raw_skip_locked``, PostgreSQL, one worker process, ``ECOTONE_BENCH_TRANSACTION_INTERNALS``
-alternated in one session): about 4,900–6,800 messages/s with the internals, about 1,700 without. After
+alternated in one session): about 4,900 to 6,800 messages/s with the internals, about 1,700 without. After
 commit the fallback costs one ``SELECT`` per commit that publishes (a round trip, about 0.1 ms on loopback).
 
 The public fallback does the same work with the documented API: ``transaction.atomic()`` per message,

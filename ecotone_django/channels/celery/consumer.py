@@ -10,9 +10,10 @@ connection and :meth:`CeleryConsumer.resize` moves it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kombu import Connection, Consumer
@@ -99,14 +100,26 @@ class CeleryConsumer:
             except Exception:
                 logger.debug("releasing the consumer connection failed", exc_info=True)
 
-    def _lost(self, exc: Exception) -> Exception:
-        """``exc`` as the worker should see it: a lost connection becomes BrokerConnectionError (and is closed)."""
+    def _lost(self, exc: Exception) -> BrokerConnectionError | None:
+        """A lost connection as the worker should see it (and closed); ``None`` for any other error."""
         conn = self._conn
-        errors = (KombuOperationalError, *(conn.recoverable_connection_errors if conn else ()))
-        if not isinstance(exc, (*errors, *(conn.connection_errors if conn else ()))):
-            return exc
+        errors: tuple[type[BaseException], ...] = (KombuOperationalError,)
+        if conn is not None:
+            errors += (*conn.recoverable_connection_errors, *conn.connection_errors)
+        if not isinstance(exc, errors):
+            return None
         self.close()
         return BrokerConnectionError(f"broker connection for {self.name!r} lost ({exc})")
+
+    @contextlib.contextmanager
+    def _reconnecting(self) -> Iterator[None]:
+        """Turn a lost connection inside the block into BrokerConnectionError; the next receive reconnects."""
+        try:
+            yield
+        except Exception as exc:
+            if (lost := self._lost(exc)) is None:
+                raise
+            raise lost from exc
 
     # -- receiving -------------------------------------------------------------
 
@@ -128,7 +141,9 @@ class CeleryConsumer:
             self.close()
             return []
         except Exception as exc:
-            raise self._lost(exc) from exc
+            if (lost := self._lost(exc)) is None:
+                raise
+            raise lost from exc
         taken, self._buffer[:] = list(self._buffer), []
         for message in taken:
             self._held[message.delivery_tag] = message
@@ -165,10 +180,8 @@ class CeleryConsumer:
         elif wanted * 2 > current:
             return
         if wanted != current and self._kombu_channel is not None:
-            try:
+            with self._reconnecting():
                 self._kombu_channel.basic_qos(0, wanted, True)
-            except Exception as exc:
-                raise self._lost(exc) from exc
             self._window = wanted
 
     # -- settling --------------------------------------------------------------
@@ -179,22 +192,18 @@ class CeleryConsumer:
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         everything = len(deliveries) > 1 and len(deliveries) == len(self._held)
         messages = self._settle(deliveries)
-        try:
+        with self._reconnecting():
             if everything and not self._held and self._driver == "amqp":
                 # Every delivery this consumer holds is settled: one ack for all of them.
                 max(messages, key=lambda m: m.delivery_tag).ack(multiple=True)
                 return
             for message in messages:
                 message.ack()
-        except Exception as exc:
-            raise self._lost(exc) from exc
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
-        try:
+        with self._reconnecting():
             for message in self._settle(deliveries):
                 message.requeue()
-        except Exception as exc:
-            raise self._lost(exc) from exc
 
     def pending(self) -> bool:
         """Deliveries held or buffered here, or (on RabbitMQ) messages ready in the queue."""
@@ -202,10 +211,8 @@ class CeleryConsumer:
             return True
         if self._kombu_channel is None or self._driver != "amqp":
             return False
-        try:
+        with self._reconnecting():
             _, ready, _ = self.queue(self._kombu_channel).queue_declare(passive=True)
-        except Exception as exc:
-            raise self._lost(exc) from exc
         return bool(ready)
 
     @property

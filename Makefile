@@ -2,7 +2,7 @@
 #   make demo       create .venv with the demo's needs only (no compiler, no servers) and run the demo on SQLite
 #   make test       start the services, then every leg of the supported matrix, lint and the packaging checks
 #                   (TEST_LEGS="dj61-sqlite lint" runs some legs; PYTEST_ARGS=... passes through to pytest)
-#   make lint       ruff check + mypy (in .venv; make test runs it in the newest leg's venv)
+#   make lint       ruff check + mypy + lint-imports, the layers contract (in .venv; make test: the newest leg's venv)
 #   make venv       create .venv (if missing) and install the package with every extra, for development
 #   make services   make sure PostgreSQL, MariaDB, Redis and RabbitMQ are installed and up on loopback
 #   make dist       build the sdist and the wheel into dist/
@@ -127,7 +127,8 @@ test: services pythons
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy ecotone_django
+	$(VENV)/bin/mypy ecotone_django tests/typing
+	$(VENV)/bin/lint-imports
 
 services:
 	bash .ci/services.sh

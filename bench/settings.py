@@ -65,6 +65,8 @@ ECOTONE = {
     "CELERY_APP": "bench.celery_app.app",
     "HANDLER_MODULES": ["bench.handlers"],
     "RETRY": {"MAX_ATTEMPTS": 5, "BACKOFF_SECONDS": 1, "MULTIPLIER": 2, "MAX_BACKOFF_SECONDS": 300},
+    # "avoid" measures the public-API fallback of ecotone_django.transactions against the default ("auto").
+    "TRANSACTION_INTERNALS": os.environ.get("ECOTONE_BENCH_TRANSACTION_INTERNALS", "auto"),
     "WORKER": {
         "POLL_INTERVAL": 0.1,
         "RELAY_INTERVAL": 0.5,

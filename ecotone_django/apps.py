@@ -7,4 +7,5 @@ class EcotoneConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        # Registers the system checks; they read the channels and the handlers, so not before the apps are ready.
+        from . import checks  # noqa: F401, PLC0415

@@ -10,43 +10,32 @@ tenant's database.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db import transaction
 
 from . import serialization
 from .clock import now
 from .conf import get_config
+from .declarations import Injected, Kind
+from .discovery import get_registry
+from .dispatch import Services, call_handler, current_envelope, handling
 from .exceptions import InvalidMetadataError, MessageTooLargeError, MissingTenantError, NoHandlerError
-from .handlers import (
-    COMMAND,
-    EVENT,
-    INTERNAL,
-    QUERY,
-    Handler,
-    Registry,
-    call_handler,
-    current_envelope,
-    get_registry,
-    handling,
-)
+from .handlers import Handler
 from .messages import CAUSATION_ID, CORRELATION_ID, TIMESTAMP, Envelope, message_name, uuid7
-from .tenancy import alias_for, tenant_context
+from .outbox import enqueue
+from .registry import Registry
+from .sagas import handle_saga_message
+from .signals import message_sent
+from .tenancy import alias_for, tenant_context, tenant_of
+
+__all__ = ["CommandBus", "EventBus", "QueryBus", "command_bus", "event_bus", "query_bus", "send_to_channel"]
 
 RESERVED_METADATA = ("delay", "deliver_at")
 MAX_DELAY = timedelta(days=3660)
 TIMEDELTA_SECONDS = timedelta.max.total_seconds()  # beyond it, timedelta(seconds=...) overflows
-
-#: Told of every message a bus sends, before it is dispatched: ``observer(kind, message, envelope)`` with
-#: kind "command", "event", "query" or "internal". Empty unless something listens (ecotone_django.testing).
-observers: list[Callable[[str, Any, Envelope], None]] = []
-
-
-def _notify(kind: str, message: Any, envelope: Envelope) -> None:
-    for observer in list(observers):
-        observer(kind, message, envelope)
 
 
 def _delivery_time(metadata: Mapping[str, Any]) -> datetime | None:
@@ -76,11 +65,10 @@ def _delivery_time(metadata: Mapping[str, Any]) -> datetime | None:
     return None
 
 
-def _sent(kind: str, message: Any, metadata: Mapping[str, Any] | None) -> tuple[Envelope, datetime | None]:
-    """:func:`build_envelope`, then tell the observers (the testing harness) what was sent."""
+def _sent(kind: Kind, message: Any, metadata: Mapping[str, Any] | None) -> tuple[Envelope, datetime | None]:
+    """:func:`build_envelope`, then announce the message (:data:`~ecotone_django.signals.message_sent`)."""
     envelope, available_at = build_envelope(message, metadata)
-    if observers:
-        _notify(kind, message, envelope)
+    message_sent.send(sender=kind, message=message, envelope=envelope)
     return envelope, available_at
 
 
@@ -124,23 +112,13 @@ def build_envelope(message: Any, metadata: Mapping[str, Any] | None) -> tuple[En
     return Envelope(type=message_name(type(message)), payload=None, headers=headers, id=message_id), available_at
 
 
-def tenant_of(envelope: Envelope) -> str | None:
-    tenancy = get_config().tenancy
-    if tenancy is None:
-        return None
-    value = envelope.headers.get(tenancy.header)
-    return None if value is None else str(value)
-
-
 def invoke(handler: Handler, message: Any, envelope: Envelope, registry: Registry) -> Any:
     """Run ``handler`` for ``message`` in the message's tenant context, then follow its output channel."""
     with tenant_context(tenant_of(envelope)), handling(envelope):
         if handler.is_saga:
-            from .sagas import handle_saga_message
-
-            result = handle_saga_message(handler, message, envelope, registry)
+            result = handle_saga_message(handler, message, envelope, SERVICES)
         else:
-            result = call_handler(handler, message, envelope, registry)
+            result = call_handler(handler, message, envelope, registry, SERVICES)
         if handler.output_channel is not None and result is not None:
             send_to_channel(handler.output_channel, result)
     return result
@@ -154,8 +132,6 @@ def _dispatch(
     if handler.delay is not None:
         delay_at = max(delay_at or now(), now() + handler.delay)
     if handler.is_async or delay_at is not None:
-        from .outbox import enqueue
-
         channel = handler.channel or get_config().default_channel
         if channel is None:
             raise InvalidMetadataError(
@@ -182,20 +158,24 @@ def _with_payload(envelope: Envelope, message: Any) -> Envelope:
 class CommandBus:
     """Send a command to its one handler; returns its result when the handler is synchronous."""
 
+    __ecotone_injected__: ClassVar[Injected] = Injected.COMMAND_BUS
+
     def send(self, command: Any, metadata: Mapping[str, Any] | None = None) -> Any:
         registry = get_registry()
-        handler = registry.single(type(command), COMMAND)
-        envelope, available_at = _sent(COMMAND, command, metadata)
+        handler = registry.single(type(command), Kind.COMMAND)
+        envelope, available_at = _sent(Kind.COMMAND, command, metadata)
         return _dispatch(handler, command, envelope, available_at, registry)
 
 
 class EventBus:
     """Publish an event to every handler subscribed to its class (or a base class)."""
 
+    __ecotone_injected__: ClassVar[Injected] = Injected.EVENT_BUS
+
     def publish(self, event: Any, metadata: Mapping[str, Any] | None = None) -> None:
         registry = get_registry()
-        envelope, available_at = _sent(EVENT, event, metadata)
-        handlers = registry.for_message(type(event), EVENT)
+        envelope, available_at = _sent(Kind.EVENT, event, metadata)
+        handlers = registry.for_message(type(event), Kind.EVENT)
         if not handlers:
             return
         if any(h.is_async or h.delay for h in handlers) or available_at is not None:
@@ -209,20 +189,22 @@ class EventBus:
 class QueryBus:
     """Ask a query of its one (synchronous) handler and return the answer."""
 
+    __ecotone_injected__: ClassVar[Injected] = Injected.QUERY_BUS
+
     def send(self, query: Any, metadata: Mapping[str, Any] | None = None) -> Any:
         registry = get_registry()
-        handler = registry.single(type(query), QUERY)
-        envelope, _ = _sent(QUERY, query, metadata)
+        handler = registry.single(type(query), Kind.QUERY)
+        envelope, _ = _sent(Kind.QUERY, query, metadata)
         return invoke(handler, query, envelope, registry)
 
 
 def send_to_channel(name: str, message: Any, metadata: Mapping[str, Any] | None = None) -> None:
     """Send ``message`` to the internal handlers listening on input channel ``name`` (pipelines)."""
     registry = get_registry()
-    handlers = [h for h in registry.for_input_channel(name) if h.kind == INTERNAL]
+    handlers = [h for h in registry.for_input_channel(name) if h.kind == Kind.INTERNAL]
     if not handlers:
         raise NoHandlerError(f"no @internal_handler listens on {name!r}")
-    envelope, available_at = _sent(INTERNAL, message, metadata)
+    envelope, available_at = _sent(Kind.INTERNAL, message, metadata)
     for handler in handlers:
         _dispatch(handler, message, envelope, available_at, registry)
 
@@ -230,3 +212,6 @@ def send_to_channel(name: str, message: Any, metadata: Mapping[str, Any] | None 
 command_bus = CommandBus()
 event_bus = EventBus()
 query_bus = QueryBus()
+
+#: What a handler parameter annotated with a bus class receives (see ecotone_django.dispatch).
+SERVICES: Services = {Injected.COMMAND_BUS: command_bus, Injected.EVENT_BUS: event_bus, Injected.QUERY_BUS: query_bus}

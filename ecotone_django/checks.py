@@ -25,6 +25,10 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, register
 
+from .channels import channels
+from .conf import EcotoneConfig, get_config
+from .declarations import Kind
+from .discovery import get_registry
 from .exceptions import ConfigurationError, UnknownChannelError, did_you_mean
 
 ROUTER = "ecotone_django.routers.TenantRouter"
@@ -33,8 +37,6 @@ TAG = "ecotone"
 
 @register(TAG)
 def check_ecotone(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    from .conf import get_config
-
     try:
         config = get_config()
     except ConfigurationError as exc:
@@ -46,7 +48,7 @@ def check_ecotone(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     return errors
 
 
-def _check_tenancy(config: Any) -> list[CheckMessage]:
+def _check_tenancy(config: EcotoneConfig) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     if config.tenancy is None:
         return errors
@@ -79,9 +81,7 @@ def _check_tenancy(config: Any) -> list[CheckMessage]:
     return errors
 
 
-def _check_channels(config: Any) -> list[CheckMessage]:
-    from .channels import channels
-
+def _check_channels(config: EcotoneConfig) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     for name in config.channels:
         try:
@@ -109,7 +109,7 @@ def _check_channels(config: Any) -> list[CheckMessage]:
     return errors
 
 
-def _check_header_case(name: str, channel: Any, config: Any) -> list[CheckMessage]:
+def _check_header_case(name: str, channel: Any, config: EcotoneConfig) -> list[CheckMessage]:
     """A dynamic channel routing on the tenant header spelt in another case (``Tenant``): headers are
     case-sensitive, so it would never match and every message would silently take the default route."""
     header = getattr(channel, "header", None) if channel.is_dynamic else None
@@ -128,9 +128,7 @@ def _check_header_case(name: str, channel: Any, config: Any) -> list[CheckMessag
     ]
 
 
-def _check_handlers(config: Any) -> list[CheckMessage]:
-    from .handlers import COMMAND, QUERY, get_registry
-
+def _check_handlers(config: EcotoneConfig) -> list[CheckMessage]:
     try:
         registry = get_registry()
     except (ConfigurationError, ImportError) as exc:  # ImportError: a typo in HANDLER_MODULES
@@ -138,7 +136,7 @@ def _check_handlers(config: Any) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     owners: dict[tuple[str, type], list[str]] = defaultdict(list)
     for handler in registry:
-        if handler.kind in (COMMAND, QUERY) and handler.message_type is not None:
+        if handler.kind in (Kind.COMMAND, Kind.QUERY) and handler.message_type is not None:
             owners[(handler.kind, handler.message_type)].append(handler.id)
         if handler.channel is not None and handler.channel not in config.channels:
             errors.append(
@@ -157,7 +155,7 @@ def _check_handlers(config: Any) -> list[CheckMessage]:
                     id="ecotone.E005",
                 )
             )
-        if handler.kind == QUERY and handler.channel is not None:
+        if handler.kind == Kind.QUERY and handler.channel is not None:
             errors.append(
                 Error(f"{handler.id} is an asynchronous query handler; queries answer synchronously", id="ecotone.E009")
             )

@@ -3,6 +3,8 @@
 Nothing here touches ``django.conf.settings`` at import time. :func:`get_config`
 builds an immutable :class:`EcotoneConfig` on first use and caches it until a
 ``setting_changed`` signal for ``ECOTONE`` (tests use ``override_settings``).
+Modules that keep state built from the setting (the channels, the handler
+registry) reset it with a ``setting_changed`` receiver of their own.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
@@ -30,6 +33,7 @@ TOP_LEVEL_KEYS = frozenset(
         "MAX_MESSAGE_BYTES",
         "SAGA_NOT_FOUND",
         "WORKER",
+        "TRANSACTION_INTERNALS",
     }
 )
 TENANCY_KEYS = frozenset({"HEADER", "CONNECTIONS", "DEFAULT_CONNECTION", "TENANT_APPS"})
@@ -37,6 +41,9 @@ CHANNEL_KEYS = frozenset({"BACKEND", "OPTIONS"})
 RETRY_KEYS = frozenset({"MAX_ATTEMPTS", "BACKOFF_SECONDS", "MULTIPLIER", "MAX_BACKOFF_SECONDS"})
 WORKER_KEYS = frozenset({"POLL_INTERVAL", "BATCH_SIZE", "CLAIM_SIZE", "SLOW_AFTER_FAILURES", "RELAY_INTERVAL"})
 SAGA_NOT_FOUND_CHOICES = ("drop", "raise")
+#: Whether to read Django's private transaction state (see ecotone_django.transactions): "auto" where it
+#: has the shape this code expects, "use" always (an unexpected shape is an error), "avoid" never.
+TRANSACTION_INTERNALS_CHOICES = ("auto", "use", "avoid")
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,7 @@ class EcotoneConfig:
     max_message_bytes: int
     saga_not_found: str
     worker: WorkerConfig
+    transaction_internals: str = "auto"
 
     @property
     def database_aliases(self) -> tuple[str, ...]:
@@ -210,6 +218,12 @@ def parse_config(raw: Any) -> EcotoneConfig:
         raise ConfigurationError(
             f'ECOTONE["SAGA_NOT_FOUND"] is {saga_not_found!r}; choose one of {", ".join(SAGA_NOT_FOUND_CHOICES)}'
         )
+    internals = raw.get("TRANSACTION_INTERNALS", "auto")
+    if internals not in TRANSACTION_INTERNALS_CHOICES:
+        raise ConfigurationError(
+            f'ECOTONE["TRANSACTION_INTERNALS"] is {internals!r}; '
+            f"choose one of {', '.join(TRANSACTION_INTERNALS_CHOICES)}"
+        )
     default_channel = raw.get("DEFAULT_CHANNEL")
     if default_channel is not None and not isinstance(default_channel, str):
         raise ConfigurationError('ECOTONE["DEFAULT_CHANNEL"] must be a channel name')
@@ -229,22 +243,21 @@ def parse_config(raw: Any) -> EcotoneConfig:
         ),
         saga_not_found=saga_not_found,
         worker=_parse_worker(raw.get("WORKER", {})),
+        transaction_internals=internals,
     )
+
+
+#: Settings whose change invalidates what ecotone_django built from its configuration.
+RELOAD_ON = frozenset({"ECOTONE", "DATABASES", "INSTALLED_APPS"})
 
 
 @functools.cache
 def get_config() -> EcotoneConfig:
     """The validated ``ECOTONE`` setting (cached; reset when the setting changes)."""
-    from django.conf import settings
-
     return parse_config(getattr(settings, "ECOTONE", {}))
 
 
 @receiver(setting_changed)
 def _reset_config(*, setting: str, **kwargs: Any) -> None:
-    if setting in ("ECOTONE", "DATABASES", "INSTALLED_APPS"):
+    if setting in RELOAD_ON:
         get_config.cache_clear()
-        from . import channels, handlers
-
-        channels.channels.reset()
-        handlers.reset_registry()

@@ -103,5 +103,5 @@ class ConcurrencyError(EcotoneError):
     """A saga was changed by another transaction since it was loaded (its version moved)."""
 
 
-class DuplicateMessageError(EcotoneError):
-    """This handler already handled this message (inbox hit); raised internally to roll back."""
+class BrokerConnectionError(EcotoneError):
+    """The connection to the broker failed or was lost; a consumer reconnects with backoff."""

@@ -21,18 +21,19 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.db import close_old_connections, connections, transaction
 from django.db.models import QuerySet
 
+from . import transactions
 from .channels import channels
 from .clock import now
 from .conf import get_config
 from .handlers import Handler
 from .messages import Envelope
 from .models import OutboxMessage
-from .tenancy import alias_for
+from .storage import outbox as table
+from .tenancy import alias_for, tenant_of
 
 logger = logging.getLogger("ecotone_django.outbox")
 
@@ -43,14 +44,22 @@ MAX_RELAY_BACKOFF = 5.0  # seconds between relay attempts on a database or broke
 #: time meanwhile; a sender that dies or meets a broker outage leaves the row to the relay after it.
 PUBLISH_LEASE = timedelta(seconds=5)
 
-_ready = threading.local()
+_local = threading.local()
 
 
 def _ready_rows(alias: str) -> list[tuple[OutboxMessage, bool]]:
     """This thread's committed rows waiting to be published as one batch: (row, may have been rolled back)."""
-    if not hasattr(_ready, "by_alias"):
-        _ready.by_alias = defaultdict(list)
-    rows: list[tuple[OutboxMessage, bool]] = _ready.by_alias[alias]
+    if not hasattr(_local, "ready"):
+        _local.ready = defaultdict(list)
+    rows: list[tuple[OutboxMessage, bool]] = _local.ready[alias]
+    return rows
+
+
+def _written_rows(alias: str) -> list[OutboxMessage]:
+    """Rows this thread wrote on ``alias`` in transactions whose commit it cannot follow (the public API)."""
+    if not hasattr(_local, "written"):
+        _local.written = defaultdict(list)
+    rows: list[OutboxMessage] = _local.written[alias]
     return rows
 
 
@@ -69,8 +78,6 @@ def enqueue(
     Outside one, a message due now on a broker channel is published at once and gets a row only if the
     broker does not take it (see :func:`_publish_or_store`).
     """
-    from .bus import tenant_of
-
     concrete = channels[channel_name].resolve(envelope)
     tenant = tenant_of(envelope)
     alias = alias_for(tenant)
@@ -93,46 +100,22 @@ def enqueue(
         return row
     if fast:
         row.available_at = moment + PUBLISH_LEASE
-    _insert(alias, row)
+    table.insert(alias, row)
     if fast:  # on commit; a manual transaction (autocommit off, no atomic) gets on_commit's own error
         hook = _PublishAfterCommit(alias, row)
-        transaction.on_commit(hook, using=alias, robust=True)
-        hook.watch(connections[alias].run_on_commit)
+        hook.hooks = transactions.on_commit(alias, hook)
+        if hook.hooks is None:
+            _remember_written(alias, row)
     return row
 
 
-#: On PostgreSQL, a DELETE of published rows outside a transaction need not wait for the WAL flush: losing
-#: it to a crash only means the relay publishes the message once more (the setting is local to the
-#: statement's transaction).
-_NO_FLUSH = "(SELECT set_config('synchronous_commit', 'off', true)) AS deferred_flush"
-
-
-_INSERT_FIELDS = [f for f in OutboxMessage._meta.concrete_fields if not f.primary_key]
-_INSERT_SQL: dict[tuple[str, bool], str] = {}  # by (vendor, RETURNING): built once
-
-
-def _insert(alias: str, row: OutboxMessage) -> None:
-    """INSERT ``row`` with one statement on the cursor and set its primary key.
-
-    ``objects.create()`` costs more Python time than the database round trip (model signals, the
-    compiler, field preparation), and this runs on every send.
-    """
-    connection = connections[alias]
-    returning = connection.features.can_return_columns_from_insert
-    key = (connection.vendor, returning)
-    if key not in _INSERT_SQL:
-        quote, meta = connection.ops.quote_name, OutboxMessage._meta
-        columns = ", ".join(quote(f.column) for f in _INSERT_FIELDS)  # type: ignore[arg-type]
-        placeholders = ", ".join(["%s"] * len(_INSERT_FIELDS))
-        sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})"
-        _INSERT_SQL[key] = sql + (f" RETURNING {quote(meta.pk.column)}" if returning else "")  # type: ignore[arg-type]
-    sql = _INSERT_SQL[key]
-    params = [f.get_db_prep_save(getattr(row, f.attname), connection) for f in _INSERT_FIELDS]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row.pk = cursor.fetchone()[0] if returning else connection.ops.last_insert_id(cursor, meta.db_table, "id")
-    row._state.adding = False
-    row._state.db = alias
+def _remember_written(alias: str, row: OutboxMessage) -> None:
+    """Keep ``row`` for the after-commit lookup; rows past their lease are the relay's, and forgotten."""
+    written = _written_rows(alias)
+    moment = now()
+    while written and written[0].available_at <= moment:
+        written.pop(0)
+    written.append(row)
 
 
 def _publish_or_store(alias: str, row: OutboxMessage) -> None:
@@ -150,7 +133,7 @@ def _publish_or_store(alias: str, row: OutboxMessage) -> None:
         channels[row.channel].publish([row])  # type: ignore[attr-defined]
     except Exception as exc:
         relay_health.failed(alias, exc)
-        _insert(alias, row)
+        table.insert(alias, row)
     else:
         relay_health.succeeded(alias)
 
@@ -158,15 +141,13 @@ def _publish_or_store(alias: str, row: OutboxMessage) -> None:
 class _PublishAfterCommit:
     """The ``on_commit`` hook of one outbox row: publishes it after the commit, with the others of the batch.
 
-    Django drops the hooks of a rolled-back transaction or savepoint, so a hook that runs belongs to a
-    committed row, with one exception: a savepoint that is not an ``atomic()`` block (``savepoint()`` /
-    ``savepoint_rollback()``) drops no hook. Every savepoint rollback does replace the connection's list
-    of hooks, and the commit consumes the list it ends with, taking each hook off before calling it. So
-    a hook that no longer finds itself in the list it was added to knows that nothing was rolled back
-    since, and that the hooks still in that list are those that run after it: it leaves the batch to
-    the last of them. A hook still in its list saw a rollback after its row was written: that row is
-    looked up in the database before it is published. (A rollback sent as raw SQL, past Django, is seen
-    by neither Django's hooks nor this one.)
+    Where the connection's list of hooks can be read (:mod:`ecotone_django.transactions`), a hook that is
+    no longer in that list knows that nothing was rolled back since its row was written, and which hooks
+    of this commit run after it: it leaves the batch to the last of them. A hook still in its list saw a
+    savepoint rollback after its row was written: that row is looked up in the database before it is
+    published. Where the list cannot be read, the first hook of the commit to run looks up every row this
+    thread wrote and publishes those that are there. (A rollback sent as raw SQL, past Django, is seen by
+    neither Django's hooks nor this one.)
     """
 
     __slots__ = ("alias", "hooks", "row")
@@ -174,36 +155,39 @@ class _PublishAfterCommit:
     def __init__(self, alias: str, row: OutboxMessage) -> None:
         self.alias = alias
         self.row = row
-        self.hooks: list[Any] | None = None  # None: cannot tell, look the row up
-
-    def watch(self, hooks: list[Any]) -> None:
-        """Remember the list ``on_commit`` has just added this hook to, if it is the list described above."""
-        try:
-            if hooks[-1][1] is self:  # entries are (savepoint ids, hook, robust)
-                self.hooks = hooks
-        except (TypeError, IndexError, KeyError):
-            self.hooks = None
+        self.hooks: transactions.HookList | None = None  # None: cannot tell, look the rows up
 
     def __call__(self) -> None:
-        ready = _ready_rows(self.alias)
-        consumed = self.hooks is not None and all(entry[1] is not self for entry in self.hooks)
-        ready.append((self.row, not consumed))
-        if consumed and any(
-            isinstance(entry[1], _PublishAfterCommit) and entry[1].alias == self.alias for entry in self.hooks or ()
-        ):
-            return  # a hook of this commit that runs later publishes the batch
-        batch = list(ready)
-        ready.clear()
+        if self.hooks is None:
+            written = _written_rows(self.alias)
+            batch = [(row, True) for row in written]
+            written.clear()
+        else:
+            ready = _ready_rows(self.alias)
+            consumed = not transactions.still_pending(self.hooks, self)
+            ready.append((self.row, not consumed))
+            if consumed and any(
+                isinstance(hook, _PublishAfterCommit) and hook.alias == self.alias
+                for hook in transactions.pending_after(self.hooks)
+            ):
+                return  # a hook of this commit that runs later publishes the batch
+            batch = list(ready)
+            ready.clear()
         doubtful = [row.pk for row, check in batch if check]
         if doubtful:
             try:
-                gone = set(doubtful) - set(
-                    OutboxMessage.objects.using(self.alias).filter(pk__in=doubtful).values_list("pk", flat=True)
+                there = set(
+                    OutboxMessage.objects.using(self.alias)
+                    .filter(pk__in=doubtful)
+                    .values_list("pk", "message_id", "handler")
                 )
             except Exception as exc:  # the relay will publish them after the lease
                 relay_health.failed(self.alias, exc)
                 return
-            batch = [(row, check) for row, check in batch if row.pk not in gone]
+            # By id and content: SQLite gives the id of a rolled-back row to the next row inserted.
+            batch = [
+                (row, check) for row, check in batch if not check or (row.pk, row.message_id, row.handler) in there
+            ]
         _publish_committed(self.alias, [row for row, _ in batch])
 
 
@@ -226,32 +210,9 @@ def _publish_committed(alias: str, rows: list[OutboxMessage]) -> None:
         return
     relay_health.succeeded(alias)
     try:
-        delete_rows(alias, pks)
+        table.delete_rows(alias, pks)
     except Exception as exc:  # published: the relay will publish it once more after the lease; the inbox dedups
         relay_health.failed(alias, exc)
-
-
-def delete_rows(alias: str, pks: Sequence[int]) -> None:
-    """Delete outbox rows by primary key: handled or published messages.
-
-    On MariaDB one statement per row: it plans ``id IN (…)`` on a small table as a full scan that locks
-    every row it reads, so two workers deleting their batches deadlock, where a primary-key delete locks
-    one row. On PostgreSQL outside a transaction the DELETE does not wait for the WAL flush: losing it
-    to a crash only means the relay publishes the message once more, and the inbox drops that copy.
-    """
-    if not pks:
-        return
-    connection = connections[alias]
-    table = connection.ops.quote_name(OutboxMessage._meta.db_table)
-    with connection.cursor() as cursor:
-        if connection.vendor == "mysql":
-            for pk in pks:
-                cursor.execute(f"DELETE FROM {table} WHERE id = %s", [pk])
-        elif connection.vendor == "postgresql":  # one array parameter, whatever the number of rows
-            deferred = f" USING {_NO_FLUSH}" if connection.get_autocommit() else ""
-            cursor.execute(f"DELETE FROM {table}{deferred} WHERE {table}.id = ANY(%s)", [list(pks)])
-        else:
-            cursor.execute(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(pks))})", list(pks))
 
 
 def publish_rows(alias: str, candidates: QuerySet[OutboxMessage]) -> int:
@@ -265,7 +226,7 @@ def publish_rows(alias: str, candidates: QuerySet[OutboxMessage]) -> int:
             by_channel[row.channel].append(row)
         for name, group in by_channel.items():
             channels[name].publish(group)  # type: ignore[attr-defined]
-        delete_rows(alias, [r.pk for r in rows])
+        table.delete_rows(alias, [r.pk for r in rows])
     return len(rows)
 
 
@@ -289,9 +250,6 @@ class RelayHealth:
             started = self._down.pop(alias, None)
         if started is not None:
             logger.warning("publishing from %r works again after %.1f s", alias, time.monotonic() - started)
-
-    def is_down(self, alias: str) -> bool:
-        return alias in self._down
 
 
 relay_health = RelayHealth()
@@ -330,12 +288,7 @@ class Relay:
                 pending = list(self.channel_names)
                 while pending:
                     for channel in list(pending):
-                        due = (
-                            OutboxMessage.objects.using(alias)
-                            .filter(channel=channel, available_at__lte=now())
-                            .order_by("available_at", "id")[: self.batch_size]
-                        )
-                        count = publish_rows(alias, due)
+                        count = publish_rows(alias, table.due(alias, channel, now())[: self.batch_size])
                         sent += count
                         published += count
                         if count < self.batch_size:
@@ -352,3 +305,9 @@ class Relay:
                 self._backoff.pop(alias, None)
                 self._next_try.pop(alias, None)
         return published
+
+
+def relay_pending(aliases: Sequence[str], channel: str) -> bool:
+    """Rows of broker channel ``channel`` the relay still has to publish (due, or leased to their sender)."""
+    moment = now() + PUBLISH_LEASE
+    return any(table.due(alias, channel, moment).exists() for alias in aliases)

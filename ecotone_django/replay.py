@@ -15,15 +15,15 @@ from collections.abc import Iterable
 
 from django.db import transaction
 
-from .bus import tenant_of
 from .channels import channels
 from .conf import get_config
+from .discovery import get_registry
 from .exceptions import ConfigurationError, DecodeError, NoHandlerError, ReplayError
-from .handlers import Handler, get_registry
+from .handlers import Handler
 from .messages import Envelope
 from .models import DeadLetter, OutboxMessage
 from .outbox import enqueue
-from .tenancy import alias_for
+from .tenancy import alias_for, tenant_of
 
 
 def _envelope(letter: DeadLetter) -> Envelope:

@@ -298,7 +298,7 @@ def _load_dataclass(tp: type, data: Any, root: str, path: str) -> Any:
 
 
 def _load_pydantic(tp: Any, data: Any, root: str, path: str) -> Any:
-    from pydantic import ValidationError
+    from pydantic import ValidationError  # noqa: PLC0415  (pydantic is optional, and imported already here)
 
     try:
         return tp.model_validate(data)

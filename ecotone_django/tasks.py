@@ -5,7 +5,7 @@ autodiscovery of installed apps' ``tasks`` modules. Run such workers with
 ``--prefetch-multiplier 1``; the task acks late and rejects on worker loss, so a
 killed worker's message is redelivered and the inbox makes it count once.
 
-A message runs through the same :func:`ecotone_django.worker.process` as under
+A message runs through the same :func:`ecotone_django.processing.process` as under
 ``manage.py consume_channel``: inbox, handler and outgoing messages in one
 transaction; failures become retries held in the outbox (``available_at``, no
 ETA) or dead letters. Retries and delayed messages are published by the outbox
@@ -20,16 +20,17 @@ from celery import shared_task
 from celery.exceptions import Reject
 from django.db import InterfaceError, OperationalError, close_old_connections
 
-from .channels.celery import TASK_NAME
+from .channels import Delivery
+from .channels.celery.protocol import TASK_NAME
+from .processing import process
 from .tenancy import alias_for
-from .worker import process
 
 
 @shared_task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def handle(envelope: str, handler_id: str, channel: str, attempts: int = 0) -> str:
     close_old_connections()
     try:
-        return process(envelope, handler_id, channel, attempts, fallback_alias=alias_for(None)).value
+        return process(Delivery(envelope, handler_id, channel, attempts), fallback_alias=alias_for(None)).value
     except (OperationalError, InterfaceError) as exc:  # the database is unreachable: the message goes back
         raise Reject(f"database unavailable: {exc}", requeue=True) from exc
     finally:

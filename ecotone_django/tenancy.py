@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from .conf import get_config
+from .messages import Envelope
 
 _current_tenant: ContextVar[str | None] = ContextVar("ecotone_tenant", default=None)
 
@@ -41,7 +42,10 @@ def current_alias() -> str:
     return alias_for(current_tenant())
 
 
-def tenant_header() -> str | None:
-    """The header that carries the tenant, or ``None`` when tenancy is not configured."""
+def tenant_of(envelope: Envelope) -> str | None:
+    """The tenant a message belongs to (its tenant header), or ``None`` when tenancy is not configured."""
     tenancy = get_config().tenancy
-    return tenancy.header if tenancy else None
+    if tenancy is None:
+        return None
+    value = envelope.headers.get(tenancy.header)
+    return None if value is None else str(value)

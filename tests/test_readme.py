@@ -18,8 +18,10 @@ import pytest
 from django.test import override_settings
 
 from ecotone_django.conf import parse_config
-from ecotone_django.handlers import Registry, build_handler, command_handler, use_registry
-from ecotone_django.testing import MessagingHarness
+from ecotone_django.declarations import command_handler
+from ecotone_django.handlers import build_handler
+from ecotone_django.registry import Registry
+from ecotone_django.testing import MessagingHarness, use_registry
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 MODULE = "readme_story"

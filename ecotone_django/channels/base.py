@@ -1,23 +1,52 @@
-"""The channel contract every backend implements."""
+"""The channel contract every backend implements, and the delivery a channel hands to a worker.
+
+A channel is a transport. It stores or publishes messages (broker channels publish outbox rows) and
+hands deliveries to whoever consumes it; it never handles a message itself. The worker
+(:mod:`ecotone_django.worker`) pulls deliveries from a channel's consumer, decides when to stop,
+counts, and settles each delivery through the consumer: ``ack`` once its outcome is committed,
+``requeue`` to have it delivered again.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from ..exceptions import ConfigurationError, did_you_mean
+from ..exceptions import ConfigurationError, DecodeError, did_you_mean
 from ..messages import Envelope
 
 if TYPE_CHECKING:
     from ..models import OutboxMessage
 
+__all__ = ["BrokerChannel", "BrokerConsumer", "Channel", "Delivery"]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message as a channel hands it over.
+
+    ``body`` is the envelope as sent, for ``handler_id`` on ``channel``, after ``attempts`` failed
+    attempts; ``envelope`` is that body decoded, when the transport decoded it. ``error`` says why the
+    transport could not read a message at all (not JSON, not our task): the worker dead-letters it.
+    ``tag`` is the transport's own handle that settling the delivery needs (a row id, a broker message).
+    """
+
+    body: str | bytes
+    handler_id: str
+    channel: str
+    attempts: int = 0
+    envelope: Envelope | None = None
+    error: DecodeError | None = None
+    tag: Any = field(default=None, compare=False, repr=False)
+
 
 class Channel:
     """A named place where asynchronous messages wait for a worker.
 
-    ``supports_*`` flags tell the worker and the checks what a backend can do.
-    Every channel keeps its delayed and retried messages in the tenant database
-    (``OutboxMessage.available_at``); no backend relies on broker ETAs.
+    ``is_*`` flags tell the outbox, the worker and the checks what a backend is. Every channel keeps
+    its delayed and retried messages in the tenant database (``OutboxMessage.available_at``); no
+    backend relies on broker ETAs.
     """
 
     #: Options accepted in OPTIONS; anything else is rejected by name.
@@ -53,6 +82,49 @@ class Channel:
         return f"<{type(self).__name__} {self.name!r}>"
 
 
+class BrokerConsumer(Protocol):
+    """One consumer of a broker channel's queue, used by one worker thread.
+
+    It connects on first use and after :meth:`close`. A lost connection raises
+    :class:`~ecotone_django.exceptions.BrokerConnectionError` (the worker waits and calls again, which
+    reconnects); a consumer that must not run as configured raises ``ConfigurationError``.
+    """
+
+    @property
+    def window(self) -> int:
+        """How many deliveries the broker may hand this consumer before it settles one (its prefetch)."""
+        ...
+
+    @property
+    def max_window(self) -> int:
+        """The largest window the channel allows (``prefetch_count``)."""
+        ...
+
+    def receive(self, limit: int, timeout: float) -> list[Delivery]:
+        """Deliveries that have arrived, ``limit`` or so; waits up to ``timeout`` s for a first one."""
+        ...
+
+    def resize(self, wanted: int) -> None:
+        """Move the window towards ``wanted`` (see :meth:`window`)."""
+        ...
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Settle deliveries whose outcome is committed: the broker forgets them."""
+        ...
+
+    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        """Give deliveries back: the broker delivers them again."""
+        ...
+
+    def pending(self) -> bool:
+        """Whether work is left: deliveries held or buffered here, or messages waiting in the queue."""
+        ...
+
+    def close(self) -> None:
+        """Disconnect; deliveries not settled are delivered again by the broker."""
+        ...
+
+
 class BrokerChannel(Channel):
     """A channel backed by a message broker: the outbox row is published after commit."""
 
@@ -62,6 +134,7 @@ class BrokerChannel(Channel):
         """Publish rows to the broker, returning only once the broker has them (confirms)."""
         raise NotImplementedError
 
-    def consume(self, worker: Any) -> None:
-        """Consume this channel's queue until ``worker.should_stop()`` (see ecotone_django.worker)."""
+    def consume(self, *, time_limit: float | None, consumers: int) -> BrokerConsumer:
+        """A consumer of this channel's queue, for one of ``consumers`` threads whose handlers may run
+        ``time_limit`` seconds (a transport may refuse a configuration it cannot serve)."""
         raise NotImplementedError

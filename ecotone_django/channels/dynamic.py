@@ -22,6 +22,7 @@ from django.utils.module_loading import import_string
 from ..exceptions import ConfigurationError
 from ..messages import Envelope
 from .base import Channel
+from .handler import channels
 
 
 class DynamicChannel(Channel):
@@ -82,8 +83,6 @@ class DynamicChannel(Channel):
             target = self._slots[uuid.UUID(envelope.id).int % len(self._slots)]
         else:
             target = self.resolver(envelope)
-        from . import channels
-
         return channels[str(target)].resolve(envelope)
 
     def targets(self) -> Sequence[str]:

@@ -45,6 +45,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from kombu import Connection  # here, before any thread: two threads importing kombu at once can see it half-made
 
 from tests.chaos.faults import (
     Fault,
@@ -155,8 +156,6 @@ class Resources:
                 self.databases[alias] = name
 
     def drop(self) -> None:
-        from kombu import Connection
-
         with psycopg.connect(self.postgres_url, autocommit=True) as conn:
             for name in self.databases.values():
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -363,8 +362,6 @@ def worker_counters(fleet: Fleet) -> Counter[str]:
 
 
 def queue_depth(resources: Resources) -> int:
-    from kombu import Connection
-
     with Connection(resources.rabbit_url, connect_timeout=5) as conn:
         _, count, _ = conn.channel().queue_declare(queue=resources.queue, passive=True)
         return int(count)

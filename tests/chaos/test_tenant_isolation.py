@@ -24,10 +24,11 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from ecotone_django import bus, command_bus, event_bus
+from ecotone_django import command_bus, event_bus
 from ecotone_django.clock import now
 from ecotone_django.messages import Envelope
 from ecotone_django.models import DeadLetter, InboxEntry, OutboxMessage, SagaHistory, SagaState
+from ecotone_django.signals import message_sent
 from ecotone_django.tenancy import alias_for
 from tests.helpers.processes import wait_for
 from tests.integration.conftest import ALL_DATABASES, WorkerFactory
@@ -56,7 +57,7 @@ actions = st.lists(st.tuples(tenants, st.sampled_from(KINDS)), min_size=1, max_s
 
 @dataclass
 class Expected:
-    """What one database must hold after an example (message ids of async handlers from the bus observer)."""
+    """What one database must hold after an example (message ids of async handlers from message_sent)."""
 
     records: set[tuple[str, str, str]] = field(default_factory=set)  # (name, handler, tenant)
     inbox: set[tuple[str, str]] = field(default_factory=set)  # (message id, handler) known in this process
@@ -100,8 +101,10 @@ def isolation_worker(request: pytest.FixtureRequest, worker: WorkerFactory) -> N
 def test_every_row_lands_in_its_tenants_database(isolation_worker: None, actions: list[tuple[Any, str]]) -> None:
     _clear()
     sent: list[tuple[str, Any, Envelope]] = []
-    observer = lambda kind, message, envelope: sent.append((kind, message, envelope))  # noqa: E731
-    bus.observers.append(observer)
+    def observer(sender: Any, message: Any, envelope: Envelope, **kwargs: Any) -> None:
+        sent.append((sender, message, envelope))
+
+    message_sent.connect(observer)
     expected: dict[str, Expected] = defaultdict(Expected)
     try:
         for i, (tenant, kind) in enumerate(actions):
@@ -131,7 +134,7 @@ def test_every_row_lands_in_its_tenants_database(isolation_worker: None, actions
                 want.inbox_counts[SAGA_START] += 1  # OrderPlaced is published in the worker
                 want.sagas.add((f"order-{i}", text))
     finally:
-        bus.observers.remove(observer)
+        message_sent.disconnect(observer)
 
     wait_for(lambda: _done(expected), timeout=60, message="the worker to handle every message")
 

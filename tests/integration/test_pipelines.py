@@ -12,9 +12,8 @@ import pytest
 
 from ecotone_django import asynchronous, command_bus, internal_handler
 from ecotone_django.exceptions import HandlerDeclarationError
-from ecotone_django.handlers import Registry
 from ecotone_django.models import DeadLetter, InboxEntry, OutboxMessage
-from ecotone_django.testing import MessagingHarness
+from ecotone_django.testing import MessagingHarness, registry_of
 from tests.helpers.processes import ManagedProcess, wait_for
 from tests.integration.conftest import WorkerFactory
 from tests.sagaapp.messages import ProcessOrder, ReservedOrder, ValidatedOrder
@@ -111,7 +110,7 @@ def test_an_asynchronous_step_must_name_its_message_class() -> None:
         return message
 
     with pytest.raises(HandlerDeclarationError, match="annotate it with the message class"):
-        Registry.from_objects(untyped)
+        registry_of(untyped)
 
 
 # -- with worker processes ----------------------------------------------------------------------------------

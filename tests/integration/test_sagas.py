@@ -23,11 +23,10 @@ from django.test.utils import CaptureQueriesContext
 
 from ecotone_django import command_bus, delayed, event_bus, event_handler, identifier, saga
 from ecotone_django.clock import now
-from ecotone_django.handlers import Registry, use_registry
 from ecotone_django.models import DeadLetter, OutboxMessage, SagaHistory, SagaState
 from ecotone_django.outbox import Relay
 from ecotone_django.sagas import is_completed, load_saga
-from ecotone_django.testing import MessagingHarness
+from ecotone_django.testing import MessagingHarness, registry_of, use_registry
 from ecotone_django.worker import Worker
 from tests.helpers.processes import ManagedProcess, wait_for
 from tests.integration.broker_fixtures import rabbit_queue  # noqa: F401 - a fixture
@@ -257,7 +256,7 @@ class TicketSaga:
 
 def test_a_synchronous_saga_runs_in_the_publishers_transaction(ecotone: MessagingHarness) -> None:
     tickets = SagaState.objects.using("default").filter(saga_id="t-1")
-    with use_registry(Registry.from_objects(TicketSaga)):
+    with use_registry(registry_of(TicketSaga)):
         with pytest.raises(RuntimeError), transaction.atomic(using="default"):
             ecotone.publish(TicketOpened("t-1"), metadata=SHOP)
             assert tickets.exists()

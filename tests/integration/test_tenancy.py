@@ -17,10 +17,10 @@ from django.db import connections
 
 from ecotone_django import command_bus, command_handler, event_bus
 from ecotone_django.exceptions import MissingTenantError
-from ecotone_django.handlers import Registry, use_registry
 from ecotone_django.messages import Envelope
 from ecotone_django.models import InboxEntry, OutboxMessage
 from ecotone_django.tenancy import alias_for, current_tenant, tenant_context
+from ecotone_django.testing import registry_of, use_registry
 from ecotone_django.worker import Worker
 from tests.integration.conftest import ALL_DATABASES
 from tests.testapp.messaging import Chain, Happened, RecordAsync, RecordSync, record_sync
@@ -146,7 +146,7 @@ def explode(command: Explode) -> None:
 @pytest.mark.django_db(databases=ALL_DATABASES)
 def test_tenant_context_is_reset_after_a_handler_raises() -> None:
     seen_tenants.clear()
-    with use_registry(Registry.from_objects(explode, record_sync)):
+    with use_registry(registry_of(explode, record_sync)):
         with pytest.raises(ValueError, match="explode boom"):
             command_bus.send(Explode("boom"), metadata={"tenant": "big_corp"})
         assert current_tenant() is None

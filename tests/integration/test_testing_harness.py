@@ -10,11 +10,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ecotone_django import CommandBus, asynchronous, command_handler
-from ecotone_django.bus import observers
 from ecotone_django.channels import channels
 from ecotone_django.clock import clock, now
-from ecotone_django.handlers import Registry, use_registry
-from ecotone_django.testing import HarnessError, MessagingHarness
+from ecotone_django.signals import message_sent
+from ecotone_django.testing import HarnessError, MessagingHarness, registry_of, use_registry
 from tests.helpers.processes import REPO_ROOT
 from tests.testapp.messaging import Chain, CountRecords, Happened, RecordAsync, RecordOnRabbit, RecordSync
 from tests.testapp.models import Record
@@ -68,7 +67,7 @@ def test_leaving_the_harness_restores_brokers_observers_and_the_clock() -> None:
     harness.stop()
 
     assert channels["rabbit"].is_broker
-    assert harness._observe not in observers
+    assert not message_sent.disconnect(harness._observe)
     assert abs(clock.now() - datetime.now(UTC)) < timedelta(seconds=5)
     with pytest.raises(HarnessError, match="not active"):
         harness.run()
@@ -127,7 +126,7 @@ def ping_forever(command: Ping, bus: CommandBus) -> None:
 
 @pytest.mark.django_db(databases=ALL)
 def test_a_message_loop_is_reported_instead_of_running_forever(ecotone: MessagingHarness) -> None:
-    with use_registry(Registry.from_objects(ping_forever)):
+    with use_registry(registry_of(ping_forever)):
         ecotone.send(Ping(0), metadata={"tenant": "shop"})
         with pytest.raises(HarnessError, match="not quiet after 25 messages"):
             ecotone.run(max_messages=25)

@@ -2,13 +2,13 @@
 
 Both are shortcuts taken for speed (see BENCHMARKS.md) that must not change what happens:
 
-* ``Worker._claim`` serves the channels of a worker in turns, batch by batch, each claim one
-  index-friendly query: a channel with a backlog cannot hold back the others.
-* ``_message_block`` makes a message's savepoint only before its first statement and leaves a
-  successful one for the batch to release (round trips saved per message); otherwise it behaves as
-  ``atomic()``: a failure undoes only that message's work and drops its ``on_commit`` callbacks, and
-  outside a batch it is a transaction of its own. The batch
-  releases them all before it deletes its rows, so that the DELETE runs in the top transaction
+* the database consumer (``DatabaseConsumer.receive``) serves the channels of a worker in turns, batch
+  by batch, each claim one index-friendly query: a channel with a backlog cannot hold back the others.
+* ``message_block`` (``ecotone_django.transactions``, with Django's internals in use) makes a message's
+  savepoint only before its first statement and leaves a successful one for the batch to release (round
+  trips saved per message); otherwise it behaves as ``atomic()``: a failure undoes only that message's
+  work and drops its ``on_commit`` callbacks, and outside a batch it is a transaction of its own. The
+  batch releases them all before it deletes its rows, so that the DELETE runs in the top transaction
   (PostgreSQL leaves the index entries of rows a subtransaction deleted for every later claim to wade
   through until VACUUM).
 
@@ -23,11 +23,12 @@ import pytest
 from django.db import IntegrityError, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
-from ecotone_django import inbox as inbox_module
 from ecotone_django.clock import now
 from ecotone_django.messages import Envelope, message_name
 from ecotone_django.models import InboxEntry, OutboxMessage
-from ecotone_django.worker import Worker, _message_block
+from ecotone_django.storage import inbox as inbox_module
+from ecotone_django.transactions import message_block as _message_block
+from ecotone_django.worker import Worker
 from tests.testapp.messaging import AlwaysFails, RecordAsync
 from tests.testapp.models import Record
 

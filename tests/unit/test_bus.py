@@ -27,16 +27,17 @@ from ecotone_django import (
     query_handler,
 )
 from ecotone_django.clock import now
+from ecotone_django.dispatch import current_envelope
 from ecotone_django.exceptions import (
     InvalidMetadataError,
     MessageTooLargeError,
     MissingTenantError,
     NoHandlerError,
 )
-from ecotone_django.handlers import Registry, current_envelope, use_registry
 from ecotone_django.messages import CAUSATION_ID, CORRELATION_ID, TIMESTAMP, Envelope
 from ecotone_django.models import OutboxMessage
 from ecotone_django.tenancy import current_tenant
+from ecotone_django.testing import registry_of, use_registry
 from tests.testapp.models import Record
 
 TENANT = {"tenant": "acme"}  # an unmapped tenant: its data lives on the default connection
@@ -205,7 +206,7 @@ def lookup(query: Lookup) -> str:
     return "found"
 
 
-ALL = Registry.from_objects(
+ALL = registry_of(
     add,
     price,
     on_shipped,

@@ -14,8 +14,9 @@ from django.test import override_settings
 
 from ecotone_django import asynchronous, command_handler, deduplicated, delayed, event_handler, query_handler
 from ecotone_django.checks import check_ecotone
-from ecotone_django.handlers import Registry, use_registry
+from ecotone_django.registry import Registry
 from ecotone_django.routers import TenantRouter
+from ecotone_django.testing import registry_of, use_registry
 
 DB = {"BACKEND": "ecotone_django.channels.DatabaseChannel"}
 BASE: dict[str, Any] = {"CHANNELS": {"db": DB}}
@@ -108,7 +109,7 @@ def registry() -> Iterator[Registry]:
 
 
 def install(registry: Registry, *objects: Any) -> None:
-    for handler in Registry.from_objects(*objects):
+    for handler in registry_of(*objects):
         registry.add(handler)
 
 

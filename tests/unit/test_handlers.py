@@ -28,9 +28,13 @@ from ecotone_django import (
     query_bus,
     query_handler,
 )
+from ecotone_django.discovery import get_registry
+from ecotone_django.dispatch import call_handler
 from ecotone_django.exceptions import HandlerDeclarationError, MessageError, NoHandlerError
-from ecotone_django.handlers import Handler, Registry, call_handler, get_registry, use_registry
+from ecotone_django.handlers import Handler
 from ecotone_django.messages import Envelope
+from ecotone_django.registry import Registry
+from ecotone_django.testing import registry_of, use_registry
 from tests.unit import handlers_app
 from tests.unit.handlers_app import GetOrder, OrderPlaced, OrderService, PlaceOrder, PremiumOrderPlaced, Verify
 
@@ -139,7 +143,7 @@ def test_decorators_on_a_module_function_in_any_order(kind: str, order: tuple[st
     handle.__qualname__ = "handle"
     decorated, expected = _stack(handle, kind, order)
 
-    registry = Registry.from_objects(decorated)
+    registry = registry_of(decorated)
 
     (handler,) = registry
     assert handler.id == f"{MODULE}.handle"
@@ -193,7 +197,7 @@ def _service_class(form: str, kind: str, order: Sequence[str]) -> tuple[type, di
 def test_decorators_on_methods_in_any_order(form: str, kind: str, order: tuple[str, ...]) -> None:
     cls, expected = _service_class(form, kind, order)
 
-    registry = Registry.from_objects(cls)
+    registry = registry_of(cls)
 
     (handler,) = registry  # "helper" carries no declaration and is not a handler
     assert handler.id == f"{MODULE}.Service.handle"
@@ -218,7 +222,7 @@ def test_stacking_the_same_kind_twice_is_harmless() -> None:
 
     command_handler(command_handler(output_channel="x")(handle))
 
-    (handler,) = Registry.from_objects(handle)
+    (handler,) = registry_of(handle)
     assert (handler.kind, handler.output_channel) == ("command", "x")
 
 
@@ -249,7 +253,7 @@ def test_registry_from_a_module_uses_dotted_paths_and_skips_undeclared_and_impor
 
 
 def test_asynchronous_on_a_class_applies_to_its_handlers_and_a_methods_own_channel_wins() -> None:
-    registry = Registry.from_objects(OrderService)
+    registry = registry_of(OrderService)
     by_name = {h.id.rsplit(".", 1)[1]: h for h in registry}
 
     assert {name: h.channel for name, h in by_name.items()} == {
@@ -268,7 +272,7 @@ def test_asynchronous_on_a_class_applies_to_its_handlers_and_a_methods_own_chann
     assert by_name["reminder"].identifier_mapping == {"order_id": "payload.order_id"}
     assert by_name["audit"].dedup_key == "order_id"
     # A class without @asynchronous keeps its handlers synchronous.
-    assert Registry.from_objects(handlers_app.place_order).single(PlaceOrder, "command").channel is None
+    assert registry_of(handlers_app.place_order).single(PlaceOrder, "command").channel is None
 
 
 def test_pipeline_options_are_recorded() -> None:
@@ -284,7 +288,7 @@ def test_pipeline_options_are_recorded() -> None:
 
 
 def test_lookup_by_message_class_follows_the_mro_most_specific_first() -> None:
-    registry = Registry.from_objects(OrderService)
+    registry = registry_of(OrderService)
 
     on_vip = [h.id.rsplit(".", 1)[1] for h in registry.for_message(VipOrderPlaced, "event")]
     assert on_vip == ["on_premium", "on_placed", "reminder", "audit"]
@@ -304,7 +308,7 @@ def test_message_class_finds_handled_types_their_subclasses_and_explicit_names()
     def on_renamed(event: Renamed) -> None:
         return None
 
-    registry = Registry.from_objects(OrderService, event_handler(on_renamed))
+    registry = registry_of(OrderService, event_handler(on_renamed))
 
     assert registry.message_class(f"{MODULE}.VipOrderPlaced") is VipOrderPlaced
     assert registry.message_class("tests.unit.handlers_app.OrderPlaced") is OrderPlaced
@@ -334,7 +338,7 @@ def test_delayed_accepts_seconds() -> None:
     def handle(message: Ping) -> None:
         return None
 
-    (handler,) = Registry.from_objects(delayed(2.5)(command_handler(handle)))
+    (handler,) = registry_of(delayed(2.5)(command_handler(handle)))
     assert handler.delay == timedelta(seconds=2.5)
 
 
@@ -360,7 +364,7 @@ def test_a_handler_without_a_message_annotation_is_rejected() -> None:
     with pytest.raises(
         HandlerDeclarationError, match=rf"^{MODULE}\..*\.handle: annotate the first parameter with the message class$"
     ):
-        Registry.from_objects(command_handler(handle))
+        registry_of(command_handler(handle))
 
 
 def test_a_method_without_a_message_annotation_is_rejected() -> None:
@@ -369,7 +373,7 @@ def test_a_method_without_a_message_annotation_is_rejected() -> None:
 
     cls = type("Svc", (), {"__module__": MODULE, "__qualname__": "Svc", "handle": event_handler(handle)})
     with pytest.raises(HandlerDeclarationError, match=rf"{MODULE}\.Svc\.handle: annotate the first parameter"):
-        Registry.from_objects(cls)
+        registry_of(cls)
 
 
 def test_a_handler_without_parameters_is_rejected() -> None:
@@ -377,7 +381,7 @@ def test_a_handler_without_parameters_is_rejected() -> None:
         return None
 
     with pytest.raises(HandlerDeclarationError, match="takes no message parameter"):
-        Registry.from_objects(command_handler(handle))
+        registry_of(command_handler(handle))
 
 
 def test_a_message_annotation_that_is_not_a_class_is_rejected() -> None:
@@ -385,7 +389,7 @@ def test_a_message_annotation_that_is_not_a_class_is_rejected() -> None:
         return None
 
     with pytest.raises(HandlerDeclarationError, match="must be annotated with a class"):
-        Registry.from_objects(command_handler(handle))
+        registry_of(command_handler(handle))
 
 
 def test_an_unresolvable_annotation_is_reported() -> None:
@@ -396,7 +400,7 @@ def test_an_unresolvable_annotation_is_reported() -> None:
         HandlerDeclarationError,
         match=r"cannot resolve the annotations of .*handle: name 'NoSuchMessage' is not defined",
     ):
-        Registry.from_objects(command_handler(handle))
+        registry_of(command_handler(handle))
 
 
 def test_an_uninjectable_parameter_is_named() -> None:
@@ -404,7 +408,7 @@ def test_an_uninjectable_parameter_is_named() -> None:
         return None
 
     with pytest.raises(HandlerDeclarationError) as caught:
-        Registry.from_objects(command_handler(handle))
+        registry_of(command_handler(handle))
     text = str(caught.value)
     assert "cannot inject parameter 'repository'" in text
     assert "CommandBus, EventBus, QueryBus, Metadata or Annotated[T, Header('name')]" in text
@@ -455,9 +459,9 @@ def test_from_objects_rejects_functions_without_a_kind() -> None:
         return None
 
     with pytest.raises(HandlerDeclarationError, match=r"undeclared has no ecotone decorator"):
-        Registry.from_objects(undeclared)
+        registry_of(undeclared)
     with pytest.raises(HandlerDeclarationError, match=r"only_async has @asynchronous/@delayed/@deduplicated but no"):
-        Registry.from_objects(asynchronous("orders")(only_async))
+        registry_of(asynchronous("orders")(only_async))
 
 
 def test_decorators_apply_to_functions_only() -> None:
@@ -501,7 +505,7 @@ def needs_header(
 
 
 def test_buses_and_metadata_are_injected() -> None:
-    with use_registry(Registry.from_objects(inspect_injection)):
+    with use_registry(registry_of(inspect_injection)):
         answer = query_bus.send(Inspect("x"), metadata={**TENANT, "source": "web"})
 
     assert answer["commands"] is command_bus
@@ -513,7 +517,7 @@ def test_buses_and_metadata_are_injected() -> None:
 
 
 def test_metadata_is_read_only() -> None:
-    with use_registry(Registry.from_objects(inspect_injection)):
+    with use_registry(registry_of(inspect_injection)):
         query_bus.send(Inspect("x"), metadata=TENANT)
     meta = seen["meta"]
 
@@ -534,7 +538,7 @@ def test_metadata_is_a_copy_of_the_headers() -> None:
 
 
 def test_header_present_missing_with_default_and_default_parameters() -> None:
-    with use_registry(Registry.from_objects(needs_header)):
+    with use_registry(registry_of(needs_header)):
         present = query_bus.send(NeedsHeader("x"), metadata={**TENANT, "sales_channel": "web", "region": "us"})
         defaults = query_bus.send(NeedsHeader("x"), metadata={**TENANT, "sales_channel": "shop"})
 
@@ -543,7 +547,7 @@ def test_header_present_missing_with_default_and_default_parameters() -> None:
 
 
 def test_missing_header_without_default_is_a_clear_error() -> None:
-    with use_registry(Registry.from_objects(needs_header)), pytest.raises(MessageError) as caught:
+    with use_registry(registry_of(needs_header)), pytest.raises(MessageError) as caught:
         query_bus.send(NeedsHeader("x"), metadata=TENANT)
     assert str(caught.value) == (
         f"{MODULE}.needs_header needs header 'sales_channel', which the message does not carry"
@@ -551,7 +555,7 @@ def test_missing_header_without_default_is_a_clear_error() -> None:
 
 
 def test_header_injection_plan() -> None:
-    (handler,) = Registry.from_objects(needs_header)
+    (handler,) = registry_of(needs_header)
     assert [(p.name, p.source, p.header) for p in handler.params] == [
         ("channel", "header", "sales_channel"),
         ("region", "header", "region"),
@@ -566,14 +570,14 @@ def test_a_scanned_query_with_header_and_default() -> None:
 
 @override_settings(ECOTONE={})
 def test_injection_without_tenancy() -> None:
-    with use_registry(Registry.from_objects(inspect_injection)):
+    with use_registry(registry_of(inspect_injection)):
         answer = query_bus.send(Inspect("x"))
     assert "tenant" not in answer["meta"]
 
 
 def test_use_registry_overrides_and_restores() -> None:
     project = get_registry()
-    mine = Registry.from_objects(inspect_injection)
+    mine = registry_of(inspect_injection)
     with use_registry(mine):
         assert get_registry() is mine
         with use_registry(Registry()) as empty:

@@ -12,9 +12,10 @@ import pytest
 
 from ecotone_django import event_handler, identifier, saga
 from ecotone_django.exceptions import ConversionError, HandlerDeclarationError
-from ecotone_django.handlers import Registry
 from ecotone_django.messages import Envelope
-from ecotone_django.sagas import is_completed, load_instance, meta_of, saga_id_for, state_of
+from ecotone_django.saga_declarations import is_completed, load_instance, meta_of, state_of
+from ecotone_django.sagas import saga_id_for
+from ecotone_django.testing import registry_of
 
 
 class Stage(enum.Enum):
@@ -154,7 +155,7 @@ def test_complete_marks_the_instance() -> None:
 
 
 def _handler(name: str) -> Any:
-    return Registry.from_objects(Order).get(f"{__name__}.Order.{name}")
+    return registry_of(Order).get(f"{__name__}.Order.{name}")
 
 
 @pytest.mark.parametrize(
@@ -176,12 +177,12 @@ def test_the_saga_id_comes_from_the_mapping_the_attribute_or_the_header(
 
 
 def test_a_header_named_like_the_identifier_finds_the_saga() -> None:
-    handler = Registry.from_objects(Pinged).get(f"{__name__}.Pinged.ping")
+    handler = registry_of(Pinged).get(f"{__name__}.Pinged.ping")
     assert saga_id_for(handler, Ping("x"), Envelope(type="t", payload=None, headers={"order_id": 42})) == "42"
 
 
 def test_class_and_static_handlers_start_the_saga() -> None:
-    starts = {h.id.rsplit(".", 1)[1]: h.starts_saga for h in Registry.from_objects(Order, Pinged)}
+    starts = {h.id.rsplit(".", 1)[1]: h.starts_saga for h in registry_of(Order, Pinged)}
     assert starts == {"open": True, "pay": False, "rename": False, "note": False, "begin": True, "ping": False}
 
 

@@ -11,9 +11,10 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import router
 from django.test import override_settings
 
+from ecotone_django.conf import get_config
 from ecotone_django.models import OutboxMessage, SagaState
 from ecotone_django.routers import TenantRouter
-from ecotone_django.tenancy import alias_for, current_alias, current_tenant, tenant_context, tenant_header
+from ecotone_django.tenancy import alias_for, current_alias, current_tenant, tenant_context
 from tests.testapp.models import Record
 
 ALIASES = ["default", "big_corp", "enterprise_x"]
@@ -128,6 +129,12 @@ def test_unknown_tenants_use_the_configured_default_connection() -> None:
     assert alias_for("small_shop") == "enterprise_x"
     assert alias_for(None) == "enterprise_x"
     assert alias_for("big_corp") == "big_corp"
+
+
+def tenant_header() -> str | None:
+    """The header that carries the tenant, or ``None`` when tenancy is not configured."""
+    tenancy = get_config().tenancy
+    return tenancy.header if tenancy else None
 
 
 @override_settings(ECOTONE={})

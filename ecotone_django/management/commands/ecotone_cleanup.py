@@ -11,10 +11,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ... import inbox
 from ...clock import now
 from ...conf import get_config
 from ...models import InboxEntry
+from ...storage import inbox
 
 
 class Command(BaseCommand):

@@ -33,7 +33,7 @@ from kombu.transport import confluentkafka
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
 
-from ..exceptions import PublishNotConfirmedError
+from ...exceptions import PublishNotConfirmedError
 
 #: Seconds to wait for the broker to create a topic.
 CREATE_TOPIC_TIMEOUT = 10.0

@@ -1,4 +1,4 @@
-"""What :class:`~ecotone_django.channels.celery.CeleryChannel` adds per kombu transport.
+"""What :class:`~ecotone_django.channels.celery.CeleryChannel` adds per kombu transport (its profile).
 
 One :class:`TransportProfile` per broker kind, picked from the scheme of the Celery app's
 ``broker_url``. A profile supplies defaults for ``broker_transport_options`` (the app's own options
@@ -22,14 +22,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..exceptions import ConfigurationError
+from ...exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from kombu import Connection
 
-    from ..models import OutboxMessage
-    from ..worker import Worker
-    from .celery import CeleryChannel
+    from ...models import OutboxMessage
 
 #: The envelope header that names a Kafka record's key; without it the tenant is the key.
 PARTITION_KEY_HEADER = "partition_key"
@@ -54,8 +52,11 @@ class TransportProfile:
         """Extra kombu message properties for a published row."""
         return {}
 
-    def check_consumer(self, channel: CeleryChannel, worker: Worker, conn: Connection) -> None:
-        """Raise ConfigurationError if ``worker`` must not consume ``channel`` as configured."""
+    def check_consumer(
+        self, name: str, queue_name: str, conn: Connection, *, time_limit: float | None, consumers: int
+    ) -> None:
+        """Raise ConfigurationError if ``consumers`` threads whose handlers may run ``time_limit`` s must not
+        consume channel ``name`` (its queue ``queue_name``) as configured."""
 
 
 class SqsProfile(TransportProfile):
@@ -68,28 +69,30 @@ class SqsProfile(TransportProfile):
     (``wait_time_seconds`` 10 unless set; 0 is refused).
     """
 
-    def check_consumer(self, channel: CeleryChannel, worker: Worker, conn: Connection) -> None:
+    def check_consumer(
+        self, name: str, queue_name: str, conn: Connection, *, time_limit: float | None, consumers: int
+    ) -> None:
         kombu_channel: Any = conn.default_channel
         wait = int(kombu_channel.wait_time_seconds or 0)
         if not 1 <= wait <= 20:
             raise ConfigurationError(
-                f"channel {channel.name!r} (SQS): broker_transport_options['wait_time_seconds'] is {wait}; "
+                f"channel {name!r} (SQS): broker_transport_options['wait_time_seconds'] is {wait}; "
                 "use 1-20 so that consumers long-poll"
             )
-        url = kombu_channel._new_queue(channel.queue_name)
+        url = kombu_channel._new_queue(queue_name)
         attributes = kombu_channel.sqs().get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
         visibility = int(attributes["Attributes"]["VisibilityTimeout"])
-        if worker.time_limit is not None and worker.time_limit >= visibility:
+        if time_limit is not None and time_limit >= visibility:
             raise ConfigurationError(
-                f"channel {channel.name!r} (SQS): the queue's visibility timeout ({visibility} s) must be above the "
-                f"handler time limit ({worker.time_limit:g} s), or a message still being handled is delivered again; "
+                f"channel {name!r} (SQS): the queue's visibility timeout ({visibility} s) must be above the "
+                f"handler time limit ({time_limit:g} s), or a message still being handled is delivered again; "
                 "raise broker_transport_options['visibility_timeout'] (and the queue's VisibilityTimeout) "
                 "or lower --time-limit"
             )
 
 
 class KafkaProfile(TransportProfile):
-    """Kafka through :mod:`ecotone_django.channels.kafka`: FIFO per partition, one consumer per partition.
+    """Kafka through :mod:`ecotone_django.channels.celery.kafka`: FIFO per partition, one consumer per partition.
 
     Records are keyed by the envelope's ``partition_key`` header, else by the tenant, so one tenant's
     messages keep their order. Every consumer of a channel is a member of the consumer group
@@ -102,7 +105,7 @@ class KafkaProfile(TransportProfile):
 
     @property
     def transport_cls(self) -> type:
-        from .kafka import Transport
+        from .kafka import Transport  # noqa: PLC0415  (confluent-kafka is optional: the "kafka" extra)
 
         return Transport
 
@@ -114,22 +117,24 @@ class KafkaProfile(TransportProfile):
         key = headers.get(PARTITION_KEY_HEADER) or row.tenant
         return {"partition_key": str(key)} if key else {}
 
-    def check_consumer(self, channel: CeleryChannel, worker: Worker, conn: Connection) -> None:
+    def check_consumer(
+        self, name: str, queue_name: str, conn: Connection, *, time_limit: float | None, consumers: int
+    ) -> None:
         kombu_channel: Any = conn.default_channel
-        kombu_channel._new_queue(channel.queue_name)
-        partitions = kombu_channel.partitions(channel.queue_name)
-        if worker.concurrency > partitions:
+        kombu_channel._new_queue(queue_name)
+        partitions = kombu_channel.partitions(queue_name)
+        if consumers > partitions:
             raise ConfigurationError(
-                f"channel {channel.name!r} (Kafka): --concurrency {worker.concurrency} but topic "
-                f"{channel.queue_name!r} has {partitions} partition(s); Kafka gives each partition to one "
+                f"channel {name!r} (Kafka): --concurrency {consumers} but topic "
+                f"{queue_name!r} has {partitions} partition(s); Kafka gives each partition to one "
                 "consumer, the others would only stand by. Start at most as many consumers as partitions "
                 "(broker_transport_options['num_partitions'] sets it for new topics)"
             )
         consumer_config = {**kombu_channel.common_config, **(kombu_channel.options.get("kafka_consumer_config") or {})}
         max_poll = float(consumer_config.get("max.poll.interval.ms", 300_000)) / 1000
-        if worker.time_limit is not None and worker.time_limit >= max_poll:
+        if time_limit is not None and time_limit >= max_poll:
             raise ConfigurationError(
-                f"channel {channel.name!r} (Kafka): the handler time limit ({worker.time_limit:g} s) must be below "
+                f"channel {name!r} (Kafka): the handler time limit ({time_limit:g} s) must be below "
                 f"max.poll.interval.ms ({max_poll:g} s), or Kafka takes the partition away mid-handler"
             )
 

@@ -9,6 +9,7 @@ worker, finding the committed row, skips it. The key is the message id, or the b
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -17,11 +18,11 @@ from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
 
-from .clock import now
-from .conf import get_config
-from .handlers import Handler
-from .messages import Envelope
-from .models import InboxEntry
+from ..clock import now
+from ..conf import get_config
+from ..handlers import Handler
+from ..messages import Envelope
+from ..models import InboxEntry
 
 MAX_KEY = 255
 
@@ -53,7 +54,7 @@ def record(alias: str, handler: Handler, envelope: Envelope) -> None:
     """Insert the inbox row inside the handler's transaction (savepoint); a duplicate raises IntegrityError.
 
     A plain INSERT on the connection's cursor, not ``objects.create()``: building a model instance and
-    compiling the statement for every message was a fifth of a database-channel worker's CPU time.
+    compiling the statement costs more than the round trip, for every message handled.
     """
     connection = connections[alias]
     handled_at = connection.ops.adapt_datetimefield_value(now())
@@ -67,8 +68,6 @@ def supports_record_many(alias: str) -> bool:
     if connection.vendor == "postgresql":
         return True
     if connection.vendor == "sqlite":
-        import sqlite3
-
         return sqlite3.sqlite_version_info >= (3, 35)
     return False  # MariaDB's INSERT IGNORE also hides other errors
 

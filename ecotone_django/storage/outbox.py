@@ -1,0 +1,130 @@
+"""The ``ecotone_outbox`` table: the outbox of broker channels and the queue of database channels.
+
+Every statement on the table that matters for speed or differs per vendor is here: the INSERT of a
+send, the claim of due rows by a database-channel consumer, and the DELETE of handled or published
+rows. The ORM builds the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import QuerySet
+
+from ..models import OutboxMessage
+
+__all__ = ["claim", "delete_rows", "due", "insert"]
+
+#: On PostgreSQL, a DELETE of published rows outside a transaction need not wait for the WAL flush: losing
+#: it to a crash only means the relay publishes the message once more (the setting is local to the
+#: statement's transaction).
+_NO_FLUSH = "(SELECT set_config('synchronous_commit', 'off', true)) AS deferred_flush"
+
+_INSERT_FIELDS = [f for f in OutboxMessage._meta.concrete_fields if not f.primary_key]
+_INSERT_SQL: dict[tuple[str, bool], str] = {}  # by (vendor, RETURNING): built once
+_CLAIM_COLUMNS = ("id", "body", "handler", "channel", "attempts")
+
+
+def insert(alias: str, row: OutboxMessage) -> None:
+    """INSERT ``row`` with one statement on the cursor and set its primary key.
+
+    ``objects.create()`` costs more Python time than the database round trip (model signals, the
+    compiler, field preparation), and this runs on every send.
+    """
+    connection = connections[alias]
+    returning = connection.features.can_return_columns_from_insert
+    key = (connection.vendor, returning)
+    if key not in _INSERT_SQL:
+        quote, meta = connection.ops.quote_name, OutboxMessage._meta
+        columns = ", ".join(quote(f.column) for f in _INSERT_FIELDS)  # type: ignore[arg-type]
+        placeholders = ", ".join(["%s"] * len(_INSERT_FIELDS))
+        sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})"
+        _INSERT_SQL[key] = sql + (f" RETURNING {quote(meta.pk.column)}" if returning else "")  # type: ignore[arg-type]
+    sql = _INSERT_SQL[key]
+    params = [f.get_db_prep_save(getattr(row, f.attname), connection) for f in _INSERT_FIELDS]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row.pk = cursor.fetchone()[0] if returning else connection.ops.last_insert_id(cursor, meta.db_table, "id")
+    row._state.adding = False
+    row._state.db = alias
+
+
+def delete_rows(alias: str, pks: Sequence[int]) -> None:
+    """Delete outbox rows by primary key: handled or published messages.
+
+    On MariaDB one statement per row: it plans ``id IN (…)`` on a small table as a full scan that locks
+    every row it reads, so two workers deleting their batches deadlock, where a primary-key delete locks
+    one row. On PostgreSQL outside a transaction the DELETE does not wait for the WAL flush: losing it
+    to a crash only means the relay publishes the message once more, and the inbox drops that copy.
+    """
+    if not pks:
+        return
+    connection = connections[alias]
+    table = connection.ops.quote_name(OutboxMessage._meta.db_table)
+    with connection.cursor() as cursor:
+        if connection.vendor == "mysql":
+            for pk in pks:
+                cursor.execute(f"DELETE FROM {table} WHERE id = %s", [pk])
+        elif connection.vendor == "postgresql":  # one array parameter, whatever the number of rows
+            deferred = f" USING {_NO_FLUSH}" if connection.get_autocommit() else ""
+            cursor.execute(f"DELETE FROM {table}{deferred} WHERE {table}.id = ANY(%s)", [list(pks)])
+        else:
+            cursor.execute(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(pks))})", list(pks))
+
+
+def _claim_sql(connection: BaseDatabaseWrapper, *, tenants: int) -> str:
+    """The due-row claim of one channel; parameters: channel, now, the tenants, limit."""
+    quote = connection.ops.quote_name
+    sql = (
+        f"SELECT {', '.join(map(quote, _CLAIM_COLUMNS))} FROM {quote(OutboxMessage._meta.db_table)} "
+        f"WHERE {quote('channel')} = %s AND {quote('available_at')} <= %s"
+    )
+    if tenants:
+        sql += f" AND {quote('tenant')} IN ({', '.join(['%s'] * tenants)})"
+    sql += f" ORDER BY {quote('available_at')}, {quote('id')} LIMIT %s"
+    if connection.features.has_select_for_update_skip_locked:
+        sql += " FOR UPDATE SKIP LOCKED"
+    return sql
+
+
+def claim(
+    alias: str, channels: Sequence[str], moment: datetime, tenants: Sequence[str], limit: int
+) -> tuple[str | None, list[tuple[Any, ...]]]:
+    """Lock up to ``limit`` due rows of the first of ``channels`` that has any, skipping rows others hold.
+
+    Returns that channel and its rows ``(id, body, handler, channel, attempts)``, oldest first, or
+    ``(None, [])``. Run it in the transaction that handles and deletes the rows. Each claim is a range
+    scan of the ``(channel, available_at, id)`` index that stops after ``limit`` rows, in plain SQL:
+    building the ORM query and converting its timestamps costs more than the statement. MariaDB does
+    not honour SKIP LOCKED in a subquery, so the rows are selected here and deleted by id afterwards
+    (:func:`delete_rows`). SQLite serialises writers instead of locking rows.
+    """
+    connection = connections[alias]
+    sql = _claim_sql(connection, tenants=len(tenants))
+    at = connection.ops.adapt_datetimefield_value(moment)
+    with connection.cursor() as cursor:
+        for channel in channels:
+            cursor.execute(sql, [channel, at, *tenants, limit])
+            rows = cursor.fetchall()
+            if rows:
+                return channel, rows
+    return None, []
+
+
+def due(alias: str, channel: str, moment: datetime) -> QuerySet[OutboxMessage]:
+    """Rows of ``channel`` in ``alias`` due at ``moment``, oldest first (a range scan of the due index)."""
+    return (
+        OutboxMessage.objects.using(alias)
+        .filter(channel=channel, available_at__lte=moment)
+        .order_by("available_at", "id")
+    )
+
+
+def any_due(alias: str, channels: Sequence[str], moment: datetime, tenants: Sequence[str] = ()) -> bool:
+    """Whether ``alias`` holds a row of ``channels`` (of ``tenants``) due at ``moment``, locked by a consumer or not."""
+    rows = OutboxMessage.objects.using(alias).filter(channel__in=channels, available_at__lte=moment)
+    return (rows.filter(tenant__in=tenants) if tenants else rows).exists()

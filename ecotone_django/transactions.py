@@ -52,6 +52,9 @@ logger = logging.getLogger("ecotone_django.transactions")
 #: Hooks registered with on_commit on one connection, as Django keeps them: (savepoint ids, hook, robust).
 HookList = list[Any]
 
+#: ``savepoint_create()`` since Django 6.1, where ``savepoint()`` is deprecated; ``savepoint()`` before.
+_savepoint_create: Callable[..., str] = getattr(transaction, "savepoint_create", None) or transaction.savepoint
+
 _shape_ok: dict[type, bool] = {}  # connection class → its private state looks as expected
 _probe_lock = threading.Lock()
 
@@ -181,7 +184,7 @@ class _LateSavepoint:
     def _first_statement(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
         if self.sid is None and not self._making:
             self._making = True  # the SAVEPOINT statement itself passes through this wrapper
-            self.sid = transaction.savepoint(using=self.alias)
+            self.sid = _savepoint_create(using=self.alias)
             if self.sid is not None and self.sid not in self.connection.savepoint_ids:
                 self.connection.savepoint_ids.append(self.sid)  # on_commit hooks registered from now on
         return execute(sql, params, many, context)

@@ -33,6 +33,7 @@ from ecotone_django.exceptions import ConfigurationError
 from ecotone_django.messages import Envelope, message_name
 from ecotone_django.models import OutboxMessage
 from ecotone_django.worker import Worker
+from tests.helpers.django_compat import savepoint_create
 from tests.helpers.services import require
 from tests.integration.broker_fixtures import delete, purge, queue_name, rabbit_url
 from tests.testapp.messaging import AlwaysFails, RecordAsync, RecordOnRabbit
@@ -107,7 +108,7 @@ def test_a_rolled_back_atomic_block_sends_nothing(rabbit: str) -> None:
 def test_a_rolled_back_manual_savepoint_publishes_nothing_it_dropped(rabbit: str) -> None:
     with transaction.atomic(using=TENANT):
         send("before")
-        savepoint = transaction.savepoint(using=TENANT)
+        savepoint = savepoint_create(using=TENANT)
         send("dropped")
         transaction.savepoint_rollback(savepoint, using=TENANT)
         send("after")

@@ -7,7 +7,8 @@ channels only hand out deliveries and settle them as told (:mod:`ecotone_django.
 :mod:`ecotone_django.processing` handles each one.
 
 Stopping: :meth:`Worker.stop` (SIGTERM/SIGINT, ``--limit``, a fatal error) finishes the message in hand
-and ends the run; ``--stop-when-empty`` ends it between batches, once consumers find nothing to do.
+and ends the run; ``--stop-when-empty`` ends it between batches, once nothing due is left
+(:mod:`ecotone_django.drain` says precisely when).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, close_old
 from .channels import BrokerChannel, BrokerConsumer, Delivery, channels
 from .channels.database import DatabaseConsumer
 from .conf import get_config
+from .drain import Drain, waiting
 from .exceptions import BrokerConnectionError, ConfigurationError
 from .outbox import Relay, relay_pending
 from .processing import Outcome, Prepared, database_of, prepare, process, reject, run
@@ -80,8 +82,9 @@ class Worker:
         self.progress = progress
         self.stats = Stats()
         self._stop = threading.Event()  # finish the message in hand, then exit
-        self._empty = threading.Event()  # --stop-when-empty: no work left; exit between batches
-        self._idle: dict[str, bool] = {}  # consumer thread → whether its last look found nothing to do
+        self.stop_reason = ""
+        consumers = self.concurrency * (len(self.broker_channels) + bool(self.database.channel_names))
+        self.drain = Drain(consumers)  # --stop-when-empty: exit between batches once nothing due is left
         self._next_alias = 0
         self._alias_lock = threading.Lock()
         self.poll_interval = config.worker.poll_interval
@@ -95,38 +98,34 @@ class Worker:
 
     # -- control ---------------------------------------------------------------
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "stop requested") -> None:
         """Finish the message in hand, then return from :meth:`run`."""
+        self.stop_reason = self.stop_reason or reason
         self._stop.set()
 
     def should_stop(self) -> bool:
         """Whether to stop before the next message (a stop request, or ``limit`` reached)."""
         if self.limit is not None and self.stats.total >= self.limit:
-            self._stop.set()
+            self.stop("limit reached")
         return self._stop.is_set()
 
     def _running(self) -> bool:
         """Whether a consumer loop starts another batch."""
-        return not self.should_stop() and not self._empty.is_set()
+        return not self.should_stop() and not self.drain.empty.is_set()
 
-    def _looked(self, found_work: bool, pending: Callable[[], bool] | None = None) -> None:
-        """Record what this consumer thread's last look found; with ``--stop-when-empty``, end the run if
-        nothing is left.
+    def _looked(self, found_work: bool, pending: Callable[[], bool]) -> None:
+        """Tell the drain what this consumer thread's last look found (``--stop-when-empty`` only)."""
+        if self.stop_when_empty:
+            self.drain.looked(found_work, pending)
 
-        Each consumer thread keeps its own busy/idle state here. Whether the run is over when one of them
-        finds nothing is decided by this thread alone, and by ``pending`` (work its consumer still knows
-        of: deliveries held, messages queued, rows the relay has yet to publish).
-        """
-        self._idle[threading.current_thread().name] = not found_work
-        if found_work or not self.stop_when_empty:
-            return
-        if pending is None or not pending():
-            self._empty.set()
+    def waiting(self) -> tuple[int, int]:
+        """Messages left on this worker's channels, over every database it serves: (due, delayed)."""
+        return waiting(self.aliases, self.database.channel_names, self.broker_channels, self.tenants)
 
     def install_signal_handlers(self) -> None:
         def handle(signum: int, frame: FrameType | None) -> None:
             logger.warning("received %s: finishing the message in hand, then exiting", signal.Signals(signum).name)
-            self.stop()
+            self.stop(f"received {signal.Signals(signum).name}")
 
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
@@ -262,7 +261,7 @@ class Worker:
         try:
             while self._running():
                 found = self._poll_databases()
-                self._looked(found, None if not self.broker_channels else lambda: True)
+                self._looked(found, lambda: self.database.pending(self.aliases))
                 if not found and self._running():
                     self._stop.wait(self.poll_interval)
         finally:
@@ -284,7 +283,7 @@ class Worker:
                     if not deliveries:
                         self._looked(False, lambda: consumer.pending() or relay_pending(self.aliases, channel.name))
                         continue
-                    self._looked(True)
+                    self._looked(True, lambda: True)
                     self._handle_received(consumer, deliveries, self.batch_limit(consumer.window))
                     consumer.resize(self.batch_limit(consumer.max_window))
                 except BrokerConnectionError as exc:
@@ -293,7 +292,7 @@ class Worker:
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, MAX_RECONNECT_BACKOFF)
         except ConfigurationError:
-            self.stop()  # a transport refused this consumer: the run cannot go on as configured
+            self.stop("configuration error")  # a transport refused this consumer: the run cannot go on
             raise
         finally:
             consumer.close()
@@ -380,7 +379,7 @@ class Worker:
         assert self.relay is not None
         interval = get_config().worker.relay_interval
         try:
-            while not self._stop.is_set() and not self._empty.is_set():
+            while not self._stop.is_set() and not self.drain.empty.is_set():
                 try:
                     self.stats.relayed += self.relay.run_once()
                 except Exception as exc:
@@ -391,7 +390,7 @@ class Worker:
 
     def _progress_loop(self) -> None:
         assert self.progress is not None
-        while not self._stop.wait(5.0) and not self._empty.is_set():
+        while not self._stop.wait(5.0) and not self.drain.empty.is_set():
             self.progress(self.stats.line())
 
     def _wait_for_stop(self) -> None:
@@ -423,6 +422,8 @@ class Worker:
         try:
             main()
         finally:
+            if self.drain.empty.is_set():
+                self.stop("queue empty")
             self._stop.set()
             for thread in extra + threads:
                 thread.join(timeout=60)
@@ -440,6 +441,6 @@ class Worker:
                 loop()
             except BaseException as exc:
                 errors.append(exc)
-                self.stop()
+                self.stop(f"{type(exc).__name__}: {exc}")
 
         return run_loop

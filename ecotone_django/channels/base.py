@@ -134,6 +134,10 @@ class BrokerChannel(Channel):
         """Publish rows to the broker, returning only once the broker has them (confirms)."""
         raise NotImplementedError
 
+    def depth(self) -> int:
+        """Messages ready in this channel's queue (not counting those consumers hold unacknowledged)."""
+        raise NotImplementedError
+
     def consume(self, *, time_limit: float | None, consumers: int) -> BrokerConsumer:
         """A consumer of this channel's queue, for one of ``consumers`` threads whose handlers may run
         ``time_limit`` seconds (a transport may refuse a configuration it cannot serve)."""

@@ -13,11 +13,11 @@ from typing import Any
 
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 
 from ..models import OutboxMessage
 
-__all__ = ["claim", "delete_rows", "due", "insert"]
+__all__ = ["any_due", "claim", "count_waiting", "delete_rows", "due", "insert"]
 
 #: On PostgreSQL, a DELETE of published rows outside a transaction need not wait for the WAL flush: losing
 #: it to a crash only means the relay publishes the message once more (the setting is local to the
@@ -128,3 +128,14 @@ def any_due(alias: str, channels: Sequence[str], moment: datetime, tenants: Sequ
     """Whether ``alias`` holds a row of ``channels`` (of ``tenants``) due at ``moment``, locked by a consumer or not."""
     rows = OutboxMessage.objects.using(alias).filter(channel__in=channels, available_at__lte=moment)
     return (rows.filter(tenant__in=tenants) if tenants else rows).exists()
+
+
+def count_waiting(
+    alias: str, channels: Sequence[str], moment: datetime, tenants: Sequence[str] = ()
+) -> tuple[int, int]:
+    """How many rows of ``channels`` (of ``tenants``) in ``alias`` are due at ``moment``, and how many later."""
+    rows = OutboxMessage.objects.using(alias).filter(channel__in=channels)
+    if tenants:
+        rows = rows.filter(tenant__in=tenants)
+    counts = rows.aggregate(due=Count("id", filter=Q(available_at__lte=moment)), total=Count("id"))
+    return counts["due"], counts["total"] - counts["due"]

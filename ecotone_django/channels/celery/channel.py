@@ -145,6 +145,16 @@ class CeleryChannel(BrokerChannel):
 
     # -- consuming -------------------------------------------------------------
 
+    def depth(self) -> int:
+        """Messages ready in the queue: a passive declare (kombu counts them on Redis, SQS and Kafka too)."""
+        with self.connection() as conn:
+            conn.ensure_connection(max_retries=0)
+            try:
+                _, ready, _ = self.queue(conn.default_channel).queue_declare(passive=True)
+            except conn.channel_errors:
+                return 0  # no such queue (yet): nothing waits in it
+        return int(ready)
+
     def consume(self, *, time_limit: float | None, consumers: int) -> CeleryConsumer:
         """A consumer of this channel's queue (see :class:`.consumer.CeleryConsumer`).
 

@@ -206,11 +206,12 @@ class CeleryConsumer:
                 message.requeue()
 
     def pending(self) -> bool:
-        """Deliveries held or buffered here, or (on RabbitMQ) messages ready in the queue."""
+        """Deliveries held or buffered here, or messages ready in the queue (a passive declare, which kombu
+        answers on Redis, SQS and Kafka too); ``True`` while disconnected, as the queue cannot be asked."""
         if self._held or self._buffer:
             return True
-        if self._kombu_channel is None or self._driver != "amqp":
-            return False
+        if self._kombu_channel is None:
+            return True
         with self._reconnecting():
             _, ready, _ = self.queue(self._kombu_channel).queue_declare(passive=True)
         return bool(ready)

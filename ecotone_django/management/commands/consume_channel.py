@@ -25,7 +25,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--time-limit", type=float, default=None, help="seconds a handler may run before it fails (concurrency 1)"
         )
-        parser.add_argument("--stop-when-empty", action="store_true", help="exit once no message is due")
+        parser.add_argument(
+            "--stop-when-empty",
+            action="store_true",
+            help=(
+                "exit 0 once no message is due: none in any database served (another consumer's included), "
+                "none ready in a broker queue, held by this worker or waiting for the relay; delayed messages "
+                "not yet due do not count"
+            ),
+        )
         parser.add_argument(
             "--tenant", action="append", default=None, dest="tenants", help="only this tenant's messages (repeatable)"
         )
@@ -58,3 +66,9 @@ class Command(BaseCommand):
         except ConfigurationError as exc:  # e.g. a transport refusing this consumer's --concurrency
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"stopped: {stats.line()}")
+        try:
+            due, delayed = worker.waiting()
+            left = f"due {due}, delayed {delayed}"
+        except Exception as exc:  # the run is over either way; only the count of what is left is missing
+            left = f"what is left could not be counted: {type(exc).__name__}: {exc}"
+        self.stdout.write(f"stopped: {worker.stop_reason} (handled {stats.handled}, {left})")

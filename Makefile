@@ -4,7 +4,7 @@
 #   make lint       ruff check + mypy
 #   make demo       run the demo (embedded SQLite by default)
 #   make services   make sure PostgreSQL, MariaDB, Redis and RabbitMQ are up on loopback
-#   make bench      measure against raw baselines, write BENCHMARKS.md (BENCH_ARGS=--quick ... passes through)
+#   make bench      measure against raw baselines and the peers, write BENCHMARKS.md (BENCH_ARGS=--quick ...)
 #   make chaos      the fault suite at full size: 2,000 orders on PostgreSQL + RabbitMQ, every fault
 #                   (CHAOS_ARGS="--orders 10000 --seed 3 --faults=-postgres_restart" passes to tests/chaos/driver.py)
 #   make clean      remove caches and build output;  make distclean  also removes .venv
@@ -67,7 +67,8 @@ lint: venv
 services:
 	bash .ci/services.sh
 
-# The benchmarks (bench/run.py) need the bench extra (matplotlib, pyinstrument, py-spy) on top of the venv.
+# The benchmarks (bench/run.py) need the bench extra (matplotlib, pyinstrument, py-spy, and the peers
+# compared with: procrastinate, django-tasks-db, DBOS, dramatiq) on top of the venv.
 BENCH_ARGS  ?=
 BENCH_STAMP := $(VENV)/.bench-installed
 

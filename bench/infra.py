@@ -352,6 +352,23 @@ class BenchError(RuntimeError):
     """A benchmark step did not complete (a worker died, a queue never drained)."""
 
 
+class CorrectnessError(BenchError):
+    """A message was lost or handled twice: the figure fails; a correctness failure is never retried."""
+
+
+def check_exactly_once(log: HandlerLog, seqs: range, who: str) -> None:
+    """Every seq of ``seqs`` handled exactly once according to ``log`` (else :class:`CorrectnessError`)."""
+    wanted = set(seqs)
+    counts: dict[int, int] = {}
+    for mark in log.marks():
+        if mark.seq in wanted:
+            counts[mark.seq] = counts.get(mark.seq, 0) + 1
+    lost = len(wanted) - len(counts)
+    doubled = sum(c - 1 for c in counts.values())
+    if lost or doubled:
+        raise CorrectnessError(f"{who}: {lost} of {len(wanted)} messages lost, {doubled} handled twice")
+
+
 def wait_until(
     predicate: Callable[[], Any], timeout: float, what: str, proc: Proc | None = None, interval: float = 0.02
 ) -> Any:

@@ -1,12 +1,15 @@
-"""BENCHMARKS.md and the noisy-neighbour plot, from the results of a run.
+"""BENCHMARKS.md and its plots, from the results of a run.
 
-The report is regenerated on every run: the table and plot from the numbers, then the hand-written
-analysis in ``bench/analysis.md`` (what bounds each figure, what profiling showed, what changed).
+The report is regenerated on every run: the table and plots from the numbers, then the hand-written
+analysis in ``bench/analysis.md`` (what bounds each figure, what profiling showed, what changed). The
+analysis never states a verdict itself: ``{{verdict:NAME}}`` and ``{{value:NAME}}`` in it are replaced
+by the figure's "met" / "not met" and value from ``results.json``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,81 @@ from .figures import Context
 
 ANALYSIS = Path(__file__).with_name("analysis.md")
 PLOT_NAME = "noisy_neighbor.png"
+PEERS_PLOT_NAME = "peers.png"
+PEER_FIGURES = (
+    "peers_db_throughput_vs_best",
+    "peers_db_p99_vs_best",
+    "peers_broker_throughput_vs_best",
+    "peers_broker_p99_vs_best",
+)
+_PLACEHOLDER = re.compile(r"\{\{(verdict|value|goal):([a-z0-9_]+)\}\}")
+
+
+def verdict(results: dict[str, Any], name: str) -> str:
+    """The figure's verdict as the report words it, from results.json alone."""
+    entry = results.get(name)
+    if entry is None:
+        return "not measured in this run"
+    if entry.get("error"):
+        return "failed to measure"
+    return "met" if entry.get("met") else "not met"
+
+
+def fill_placeholders(text: str, results: dict[str, Any]) -> str:
+    """``{{verdict:NAME}}``, ``{{value:NAME}}``, ``{{goal:NAME}}`` → the figure's, from ``results``."""
+
+    def replace(match: re.Match[str]) -> str:
+        kind, name = match.group(1), match.group(2)
+        if kind == "verdict":
+            return verdict(results, name)
+        entry = results.get(name) or {}
+        if kind == "goal":
+            return str(entry.get("goal") or "—")
+        return _ratio(entry.get("value"))
+
+    return _PLACEHOLDER.sub(replace, text)
+
+
+def peer_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every tool of the peer comparison once, in the comparison's order."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name in PEER_FIGURES:
+        for row in (results.get(name) or {}).get("tools", []):
+            rows.setdefault(row["name"], row)
+    return list(rows.values())
+
+
+def plot_peers(rows: list[dict[str, Any]], path: Path) -> None:
+    """Handled per second, p50/p99 and the enqueue's cost, per tool, ours highlighted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r.get("rate") is not None]
+    labels = [r["label"].replace(" (", "\n(") for r in rows]
+    colors = [("tab:blue" if r["ours"] else "tab:gray") if r["family"] == "database" else
+              ("tab:green" if r["ours"] else "silver") for r in rows]  # fmt: skip
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5), dpi=100)
+    y = list(range(len(rows)))
+    axes[0].barh(y, [r["rate"] for r in rows], color=colors)
+    axes[0].set_title("handled per second (one worker process)")
+    axes[1].barh([i - 0.2 for i in y], [r["p50_ms"] or 0 for r in rows], height=0.4, color=colors, label="p50")
+    axes[1].barh([i + 0.2 for i in y], [r["p99_ms"] or 0 for r in rows], height=0.4, color=colors, alpha=0.5,
+                 hatch="//", label="p99")  # fmt: skip
+    axes[1].set_xscale("log")
+    axes[1].set_title("commit → handler start, ms (log; solid p50, hatched p99)")
+    axes[2].barh(y, [max(r["enqueue_us"] or 0, 0) for r in rows], color=colors)
+    axes[2].set_title("enqueue's cost in the request, µs")
+    for ax in axes:
+        ax.set_yticks(y)
+        ax.set_yticklabels(labels if ax is axes[0] else [""] * len(rows), fontsize=8)
+        ax.invert_yaxis()
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle("ecotone (blue: database channel, green: Celery channel) against the peers (gray), same workload")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def plot_noisy_neighbor(curve: dict[str, list[dict[str, Any]]], path: Path) -> None:
@@ -89,6 +167,9 @@ def write_report(results: dict[str, Any], run: dict[str, Any], ctx: Context, pat
             if run.get("repeated")
             else []
         ),
+        "The value of a ratio figure is measured ÷ baseline; of an absolute one (a latency, a count) the measured",
+        "number itself, with the baseline as context from the same run.",
+        "",
         "| figure | value | goal | met | baseline | measured | unit |",
         "|---|---:|---|:-:|---:|---:|---|",
     ]
@@ -127,43 +208,110 @@ def write_report(results: dict[str, Any], run: dict[str, Any], ctx: Context, pat
                 lines.append(
                     f"| {layout} | {p['backlog']:,} | {waiting:,} | {_fmt(p['p50_ms'])} | {_fmt(p['p99_ms'])} |"
                 )
+    rows = peer_rows(results)
+    if rows:
+        lines += _peers_section(rows, results, ctx, path)
     if ANALYSIS.exists():
-        lines += ["", ANALYSIS.read_text().rstrip()]
+        lines += ["", fill_placeholders(ANALYSIS.read_text().rstrip(), results)]
     path.write_text("\n".join(lines) + "\n")
 
 
+def _num(value: Any) -> str:
+    return "—" if value is None else _fmt(value)
+
+
+def _peers_section(rows: list[dict[str, Any]], results: dict[str, Any], ctx: Context, path: Path) -> list[str]:
+    plot_path = ctx.output / PEERS_PLOT_NAME
+    plot_peers(rows, plot_path)
+    rel = os.path.relpath(plot_path, path.parent)
+    n = (results.get("peers_db_throughput_vs_best") or {}).get("n")
+    lines = [
+        "",
+        "## Against the peers",
+        "",
+        f"![ecotone against the peers]({rel})",
+        "",
+        "Workload: a request creates an `Order` and, in the same transaction, enqueues its processing; the "
+        "worker writes a `Shipment`. One worker process per tool, each in its own database and queue, one "
+        f"tool after another in this run. Handled per second: draining {n or 'N'} orders; latency: commit → "
+        "handler start of paced requests; enqueue: the request's median time with the enqueue minus without "
+        "it (so a publish on commit counts), the call alone beside it; crash: the requester SIGKILLed right "
+        "after its last commit, then the worker SIGKILLed mid-backlog and started again — lost and doubled "
+        "Shipments read from the database (other phases: lost/doubled per phase, expected 0/0).",
+        "",
+        "| tool | family | handled/s | p50 ms | p99 ms | enqueue µs | call µs | crash lost | crash doubled "
+        "| drain / latency lost+doubled |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        name = f"**{r['label']}**" if r["ours"] else r["label"]
+        if r.get("error"):
+            lines.append(f"| {name} | {r['family']} | — | — | — | — | — | — | — | error: `{r['error'][:160]}` |")
+            continue
+        phases = r.get("phases", {})
+        other = " / ".join(
+            f"{phases[k]['lost'] + phases[k]['doubled']}" if k in phases else "—" for k in ("drain", "latency")
+        )
+        lines.append(
+            f"| {name} | {r['family']} | {_num(r['rate'])} | {_num(r['p50_ms'])} | {_num(r['p99_ms'])} | "
+            f"{_num(r['enqueue_us'])} | {_num(r['enqueue_call_us'])} | {_num(r['lost'])} | {_num(r['doubled'])} | "
+            f"{other} |"
+        )
+    lines += ["", "Settings of each side (both measured at their best documented settings for this load):", ""]
+    lines += [f"- {r['label']}: {r['settings']}" for r in rows]
+    return lines
+
+
 def _extra_line(name: str, entry: dict[str, Any]) -> str:
+    if name == "relay_vs_raw_publish" and "raw_one_by_one_msg_s" in entry:
+        samples = entry["samples"]
+        return (
+            f"per round — baseline: {_list(samples['baseline'])}; measured: {_list(samples['measured'])}; "
+            f"a raw publisher waiting for each confirm (context): {_fmt(entry['raw_one_by_one_msg_s'])} msg/s"
+        )
+    if name == "celery_handling_vs_bare_task" and "celery_msg_s_by_prefetch" in entry:
+        by = ", ".join(f"prefetch {p}: {_fmt(v)} msg/s" for p, v in entry["celery_msg_s_by_prefetch"].items())
+        return f"Celery worker, same run — {by}; ours per round: {_list(entry['samples']['measured'])}"
     if name == "latency_p50_vs_raw_roundtrip" and "p99_ms" in entry:
         p99 = entry["p99_ms"]
         line = f"p99: baseline {p99['baseline']} ms, measured {p99['measured']} ms"
-        if "in_transaction_p50_ms" in entry:
+        if "autocommit_p50_ms" in entry:
             line += (
-                f"; the same send inside `transaction.atomic()` (not in the ratio): p50 "
-                f"{_fmt(entry['in_transaction_p50_ms'])} ms, p99 {_fmt(entry['in_transaction_p99_ms'])} ms"
+                f"; the autocommit send, no business row (not in the ratio): p50 "
+                f"{_fmt(entry['autocommit_p50_ms'])} ms, p99 {_fmt(entry['autocommit_p99_ms'])} ms"
             )
         return line
     if name == "noisy_neighbor_p99_ratio" and "single_queue_ratio" in entry:
         s = entry["single_queue_p99_ms"]
+        auto = entry.get("autocommit_sends", {})
         return (
-            f"single shared queue, same test: p99 {_fmt(s['idle'])} ms idle → {_fmt(s['loaded'])} ms with "
-            f"{entry['backlog']:,} waiting (ratio {_fmt(entry['single_queue_ratio'])})"
+            f"ratio per round: {', '.join(_ratio(r) for r in entry.get('round_ratios', []))} (judged on the worst, "
+            f"round {entry.get('worst_round')}); autocommit sends (not judged): {_fmt(auto.get('idle_p99_ms'))} → "
+            f"{_fmt(auto.get('loaded_p99_ms'))} ms (ratio {_fmt(auto.get('ratio'))}); single shared queue, same test: "
+            f"p99 {_fmt(s['idle'])} ms idle → {_fmt(s['loaded'])} ms with {entry['backlog']:,} waiting "
+            f"(ratio {_fmt(entry['single_queue_ratio'])})"
         )
-    if name == "db_channel_vs_raw_skip_locked" and "samples" in entry:
+    if name == "db_channel_vs_minimal_worker" and "samples" in entry:
         samples = entry["samples"]
-        bigger = next((v for k, v in entry.items() if k.startswith("measured_with_claim_size_")), None)
-        line = f"per round — baseline: {_list(samples['baseline'])}; measured: {_list(samples['measured'])}"
-        if bigger is not None:
-            line += f"; the same worker with CLAIM_SIZE=100 (not in the ratio): {_fmt(bigger)} msg/s"
-        floor = entry.get("minimal_loop_msg_s")
-        if floor:
-            baseline = entry["baseline"]
-            line += (
-                f"; the least a worker must do, in bare psycopg (not in the ratio): "
-                f"{_fmt(floor['with_inbox'])} msg/s with an inbox row ({floor['with_inbox'] / baseline:.2f} "
-                f"of the baseline), {_fmt(floor['without_inbox'])} msg/s without "
-                f"({floor['without_inbox'] / baseline:.2f})"
-            )
-        return line
+        return (
+            f"per round — baseline: {_list(samples['baseline'])}; measured: {_list(samples['measured'])}; "
+            f"raw claim-and-delete loop, {entry['raw_rows_per_statement']} rows per statement (context, goal "
+            f"retired): {_fmt(entry['raw_skip_locked_msg_s'])} msg/s"
+        )
+    if name == "db_channel_scale_out" and "msg_s_by_processes" in entry:
+        by = ", ".join(f"{c}: {_fmt(v)} msg/s" for c, v in entry["msg_s_by_processes"].items())
+        return f"processes → rate: {by}; 4 vs 1: {_ratio(entry['four_vs_one'])}"
+    if name == "db_channel_idle_wakeup" and "p99_ms" in entry:
+        return (
+            f"p99 {_fmt(entry['p99_ms'])} ms over {entry['messages']} sends; raw LISTEN/NOTIFY p50 "
+            f"{_fmt(entry['baseline'])} ms, p99 {_fmt(entry['raw_notify_p99_ms'])} ms (context)"
+        )
+    if name.startswith("peers_") and "best_peer" in entry:
+        return f"best peer: `{entry['best_peer']}` (every tool in the table below)"
+    if name == "peers_ours_lost_doubled" and "crash" in entry:
+        return "crash column per tool in the table below" + (
+            f"; not measured: {', '.join(entry['errors'])}" if entry.get("errors") else ""
+        )
     if name == "delayed_poll_cost_1m_vs_1k" and "ratios" in entry:
         ms = entry["median_ms"]
         return "; ".join(

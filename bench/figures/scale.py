@@ -6,7 +6,18 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from ..infra import HandlerLog, Proc, RowSpec, connect, load_rows, median, outbox_rows, truncate, vacuum_analyze
+from ..infra import (
+    CorrectnessError,
+    HandlerLog,
+    Proc,
+    RowSpec,
+    connect,
+    load_rows,
+    median,
+    outbox_rows,
+    truncate,
+    vacuum_analyze,
+)
 from . import Context, Figure
 from .throughput import DB_ROWS
 
@@ -132,7 +143,7 @@ def _rss_run(count: int, checkpoints: list[int]) -> dict[int, int]:
         rss, handled = log.rss(), log.count()
     truncate("default")
     if handled != count or set(checkpoints) - set(rss):
-        raise RuntimeError(f"the worker handled {handled} of {count} messages; RSS at {rss}\n{output[-2000:]}")
+        raise CorrectnessError(f"the worker handled {handled} of {count} messages; RSS at {rss}\n{output[-2000:]}")
     return rss
 
 

@@ -69,7 +69,7 @@ FULL = Sizes(
     peer_latency_messages=1_000,
     peer_latency_interval=0.01,
     peer_crash_orders=2_000,
-    peer_stall_seconds=30.0,
+    peer_stall_seconds=20.0,
 )
 
 QUICK = Sizes(

@@ -218,6 +218,13 @@ def write_report(results: dict[str, Any], run: dict[str, Any], ctx: Context, pat
     path.write_text("\n".join(lines) + "\n")
 
 
+def _one_line(error: str) -> str:
+    """An error for a table cell: its first line and its last, no pipes or backticks."""
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    text = lines[0] if len(lines) < 2 else f"{lines[0]} … {lines[-1]}"
+    return text.replace("|", "/").replace("`", "'")[:300]
+
+
 def _num(value: Any) -> str:
     return "—" if value is None else _fmt(value)
 
@@ -248,7 +255,8 @@ def _peers_section(rows: list[dict[str, Any]], results: dict[str, Any], ctx: Con
     for r in rows:
         name = f"**{r['label']}**" if r["ours"] else r["label"]
         if r.get("error"):
-            lines.append(f"| {name} | {r['family']} | — | — | — | — | — | — | — | error: `{r['error'][:160]}` |")
+            error = _one_line(r["error"])
+            lines.append(f"| {name} | {r['family']} | — | — | — | — | — | — | — | error: {error} |")
             continue
         phases = r.get("phases", {})
         other = " / ".join(

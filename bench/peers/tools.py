@@ -10,6 +10,8 @@ from .config import POLL_INTERVAL, Tool
 
 #: The prefetch window of every broker-backed tool in the comparison (our CeleryChannel's default maximum).
 PREFETCH = 32
+#: Workflows a DBOS worker process runs at once (the same window).
+DBOS_CONCURRENCY = 32
 
 
 def worker_command(tool: Tool) -> Sequence[str]:
@@ -38,6 +40,8 @@ def worker_command(tool: Tool) -> Sequence[str]:
 def worker_env(tool: Tool) -> dict[str, str]:
     if tool.name == "dramatiq":
         return {"dramatiq_queue_prefetch": str(PREFETCH)}
+    if tool.name == "dbos":
+        return {"ECOTONE_BENCH_DBOS_CONCURRENCY": str(DBOS_CONCURRENCY)}
     if tool.name == "celery":
         return {"ECOTONE_BENCH_CELERY_PREFETCH": os.environ.get("ECOTONE_BENCH_CELERY_PREFETCH", str(PREFETCH))}
     return {}
@@ -85,7 +89,8 @@ SETTINGS = {
         "on Django 5.2"
     ),
     "dbos": (
-        f"worker process with `DBOS.launch()`, queue `worker_concurrency=1`, `polling_interval_sec={POLL_INTERVAL}`, "
+        f"worker process with `DBOS.launch()`, queue `worker_concurrency={DBOS_CONCURRENCY}` (DBOS dequeues at most "
+        f"that many per poll: 1 caps it at one workflow per poll), `polling_interval_sec={POLL_INTERVAL}`, "
         "workflow of one `@DBOS.step` (the ORM write); request side `DBOSClient.enqueue_in_transaction` on "
         "Django's connection (system tables in the same database: same transaction)"
     ),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -350,6 +351,14 @@ class Proc:
 
 class BenchError(RuntimeError):
     """A benchmark step did not complete (a worker died, a queue never drained)."""
+
+
+#: What a process's output or an error says when PostgreSQL or RabbitMQ went away under it (another
+#: suite restarting a service): an infrastructure failure, never a lost or doubled message.
+SERVICE_FAILURE = re.compile(
+    r"OperationalError|ConnectionRefused|ConnectionReset|Connection refused|server closed the connection|"
+    r"terminating connection|ConnectionClosed|AMQPConnectionError|StreamLostError"
+)
 
 
 class CorrectnessError(BenchError):

@@ -136,16 +136,18 @@ class Context:
 
 
 def _connection_failure(exc: BaseException) -> bool:
-    """A broken or refused connection of the bench process itself (never a correctness failure)."""
+    """A broken or refused connection, of the bench process or of a process it started (never a correctness failure)."""
     import amqp.exceptions
     import kombu.exceptions
     import psycopg
     from django.db import utils
 
-    from ..infra import CorrectnessError
+    from ..infra import SERVICE_FAILURE, BenchError, CorrectnessError
 
     if isinstance(exc, CorrectnessError):
         return False
+    if isinstance(exc, BenchError) and SERVICE_FAILURE.search(str(exc)):
+        return True  # a worker or sender process of the round could not reach a restarted service
     retriable = (
         ConnectionError,
         TimeoutError,

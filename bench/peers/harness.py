@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import re
 import signal
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from typing import Any
 import psycopg
 
 from ..config import postgres_params
-from ..infra import BenchError, Proc, broker, celery_queue, median, percentile, wait_until
+from ..infra import SERVICE_FAILURE, BenchError, Proc, broker, celery_queue, median, percentile, wait_until
 from .config import TOOL_ENV, TOOLS, Tool
 from .tools import RECOVERY_SECONDS, SETTINGS, broker_queues, worker_command, worker_env
 
@@ -329,12 +328,6 @@ def worker_command_manage() -> list[str]:
     return [sys.executable, "manage.py"]
 
 
-_SERVICE_FAILURE = re.compile(
-    r"OperationalError|ConnectionRefused|ConnectionReset|Connection refused|server closed the connection|"
-    r"terminating connection|ConnectionClosed|AMQPConnectionError|StreamLostError"
-)
-
-
 def _failed(tool: Tool, error: str) -> ToolResult:
     return ToolResult(tool.name, tool.label, tool.family, tool.ours, SETTINGS[tool.name], error=error)
 
@@ -358,7 +351,7 @@ def run_tools(names: Sequence[str], sizes: PeerSizes, log: Callable[[str], None]
                 result = _failed(tool, f"{type(exc).__name__}: {exc}"[-3000:])
             finally:
                 run.close()
-            if attempt == 1 and result.error and _SERVICE_FAILURE.search(result.error):
+            if attempt == 1 and result.error and SERVICE_FAILURE.search(result.error):
                 # Another suite restarted PostgreSQL or RabbitMQ under this tool's processes: measure it again.
                 log(f"  {name}: a service connection failed ({result.error[-300:]!r}); measuring it again")
                 continue

@@ -6,7 +6,7 @@
 #   make venv       create .venv (if missing) and install the package with every extra, for development
 #   make services   make sure PostgreSQL, MariaDB, Redis and RabbitMQ are installed and up on loopback
 #   make dist       build the sdist and the wheel into dist/
-#   make bench      measure against raw baselines, write BENCHMARKS.md (BENCH_ARGS=--quick ... passes through)
+#   make bench      measure against raw baselines and the peers, write BENCHMARKS.md (BENCH_ARGS=--quick ...)
 #   make chaos      the fault suite at full size: 2,000 orders on PostgreSQL + RabbitMQ, every fault
 #                   (CHAOS_ARGS="--orders 10000 --seed 3 --faults=-postgres_restart" passes to tests/chaos/driver.py)
 #   make clean      remove caches and build output;  make distclean  also removes every venv
@@ -139,7 +139,8 @@ dist: .venv-$(NEWEST)/.installed
 
 # --- benchmarks and the fault suite --------------------------------------------------------------------------------
 
-# The benchmarks (bench/run.py) need the bench extra (matplotlib, pyinstrument, py-spy) on top of the venv.
+# The benchmarks (bench/run.py) need the bench extra (matplotlib, pyinstrument, py-spy, and the peers
+# compared with: procrastinate, django-tasks-db, DBOS, dramatiq) on top of the venv.
 BENCH_ARGS  ?=
 BENCH_STAMP := $(VENV)/.bench-installed
 

@@ -20,6 +20,7 @@ app.conf.update(
     task_acks_late=True,
     task_ignore_result=True,
     worker_hijack_root_logger=False,
+    worker_enable_remote_control=False,  # no pidbox queue: another Celery worker on this host may hold it
     broker_connection_retry_on_startup=True,
 )
 

@@ -6,7 +6,9 @@ Everything here is set-up and bookkeeping; what a figure measures lives in ``ben
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -41,6 +43,39 @@ OUTBOX_COLUMNS = (
     "created_at",
     "last_error",
 )
+
+
+class RelayFailures(logging.Handler):
+    """The databases whose relay sweep failed: the relay logs the start of an outage once, then retries.
+
+    The relay swallows a failed sweep (it retries later), so a figure that needs every row published
+    listens to its log: a sweep that failed on a restarted service is a round to repeat, not a lost message.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.aliases: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg.startswith("publishing from") and "failed" in record.msg and record.args:
+            self.aliases.add(str(record.args[0]))  # type: ignore[index]
+
+
+@contextlib.contextmanager
+def relay_failures() -> Iterator[RelayFailures]:
+    """Collect the databases whose relay sweep failed while the block runs."""
+    from ecotone_django.outbox import relay_health
+
+    for alias in DATABASE_NAMES:
+        relay_health.succeeded(alias)  # forget an outage an earlier figure's relay saw: a new one is logged
+    failures = RelayFailures()
+    logger = logging.getLogger("ecotone_django.outbox")
+    logger.addHandler(failures)
+    try:
+        yield failures
+    finally:
+        logger.removeHandler(failures)
+
 
 # ---------------------------------------------------------------------------
 # PostgreSQL
@@ -350,6 +385,31 @@ class Proc:
 
 class BenchError(RuntimeError):
     """A benchmark step did not complete (a worker died, a queue never drained)."""
+
+
+#: What a process's output or an error says when PostgreSQL or RabbitMQ went away under it (another
+#: suite restarting a service): an infrastructure failure, never a lost or doubled message.
+SERVICE_FAILURE = re.compile(
+    r"OperationalError|ConnectionRefused|ConnectionReset|Connection refused|server closed the connection|"
+    r"terminating connection|ConnectionClosed|AMQPConnectionError|StreamLostError"
+)
+
+
+class CorrectnessError(BenchError):
+    """A message was lost or handled twice: the figure fails; a correctness failure is never retried."""
+
+
+def check_exactly_once(log: HandlerLog, seqs: range, who: str) -> None:
+    """Every seq of ``seqs`` handled exactly once according to ``log`` (else :class:`CorrectnessError`)."""
+    wanted = set(seqs)
+    counts: dict[int, int] = {}
+    for mark in log.marks():
+        if mark.seq in wanted:
+            counts[mark.seq] = counts.get(mark.seq, 0) + 1
+    lost = len(wanted) - len(counts)
+    doubled = sum(c - 1 for c in counts.values())
+    if lost or doubled:
+        raise CorrectnessError(f"{who}: {lost} of {len(wanted)} messages lost, {doubled} handled twice")
 
 
 def wait_until(

@@ -1,14 +1,15 @@
 """``make bench`` / ``python bench/run.py [--quick] [--output DIR] [--only NAME ...]``.
 
-Measures ecotone_django on the local PostgreSQL and RabbitMQ against raw baselines taken in the same
-run, then writes ``results.json`` (figure name → value, goal, baseline, measured, unit, met, details),
-``run.json`` (the run's machine, load and duration), ``BENCHMARKS.md`` and the noisy-neighbour plot.
+Measures ecotone_django on the local PostgreSQL and RabbitMQ against raw baselines and against the
+peers a Django team would install instead (``bench/peers/``), all taken in the same run, then writes
+``results.json`` (figure name → value, goal, baseline, measured, unit, met, details), ``run.json`` (the
+run's machine, load and duration), ``BENCHMARKS.md`` and its plots.
 Without ``--output`` the JSON files and the plot go to ``bench/`` and the report to ``BENCHMARKS.md`` at
 the repository root; ``--report-only`` rewrites the report from the JSON files without measuring.
 
-It creates its own databases (``ecotone_bench_default``, ``ecotone_bench_big_corp``) and queues
-(``ecotone_bench_*``) and drops them at the end (``--keep`` leaves them). ``ECOTONE_BENCH_ID`` namespaces
-both, so that two runs never meet.
+It creates its own databases (``ecotone_bench_default``, ``ecotone_bench_big_corp``, and one per peer
+tool) and queues (``ecotone_bench_*``) and drops them at the end (``--keep`` leaves the first two).
+``ECOTONE_BENCH_ID`` namespaces all of them, so that two runs never meet.
 """
 
 from __future__ import annotations
@@ -30,36 +31,58 @@ if str(REPO_ROOT) not in sys.path:  # `python bench/run.py` puts bench/ first, n
 
 
 def _figures() -> dict[str, Callable[[Any], Any]]:
-    from bench.figures import latency, scale, throughput
+    from bench.figures import dbchannel, latency, peers, scale, throughput
 
     return {
         "relay_vs_raw_publish": throughput.relay_vs_raw_publish,
         "celery_handling_vs_bare_task": throughput.celery_handling_vs_bare_task,
-        "db_channel_vs_raw_skip_locked": throughput.db_channel_vs_raw_skip_locked,
+        "db_channel_vs_minimal_worker": dbchannel.db_channel_vs_minimal_worker,
+        "db_channel_scale_out": dbchannel.db_channel_scale_out,
+        "db_channel_idle_wakeup": dbchannel.db_channel_idle_wakeup,
         "latency_p50_vs_raw_roundtrip": latency.latency_p50_vs_raw_roundtrip,
         "noisy_neighbor_p99_ratio": latency.noisy_neighbor_p99_ratio,
         "delayed_poll_cost_1m_vs_1k": scale.delayed_poll_cost_1m_vs_1k,
         "worker_rss_100k_vs_1k": scale.worker_rss_100k_vs_1k,
+        "peers_db_throughput_vs_best": peers.peers_db_throughput,
+        "peers_db_p99_vs_best": peers.peers_db_p99,
+        "peers_broker_throughput_vs_best": peers.peers_broker_throughput,
+        "peers_broker_p99_vs_best": peers.peers_broker_p99,
+        "peers_ours_lost_doubled": peers.peers_ours_lost_doubled,
     }
 
 
 FIGURE_NAMES = (
     "relay_vs_raw_publish",
     "celery_handling_vs_bare_task",
-    "db_channel_vs_raw_skip_locked",
+    "db_channel_vs_minimal_worker",
+    "db_channel_scale_out",
+    "db_channel_idle_wakeup",
     "latency_p50_vs_raw_roundtrip",
     "noisy_neighbor_p99_ratio",
     "delayed_poll_cost_1m_vs_1k",
     "worker_rss_100k_vs_1k",
+    "peers_db_throughput_vs_best",
+    "peers_db_p99_vs_best",
+    "peers_broker_throughput_vs_best",
+    "peers_broker_p99_vs_best",
+    "peers_ours_lost_doubled",
 )
+PEER_NAMES = ("procrastinate", "django_tasks_db", "dbos", "celery", "dramatiq")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run with small numbers (under 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="smoke run with small numbers (a few minutes)")
     parser.add_argument("--output", type=Path, default=None, help="directory for results.json, BENCHMARKS.md, plots")
     parser.add_argument("--only", nargs="+", choices=FIGURE_NAMES, default=None, help="measure only these figures")
     parser.add_argument("--keep", action="store_true", help="keep the bench databases and queues afterwards")
+    parser.add_argument(
+        "--peers",
+        nargs="+",
+        choices=PEER_NAMES,
+        default=None,
+        help="compare with these peers only (default: all; our two channels are always measured)",
+    )
     parser.add_argument(
         "--report-only",
         action="store_true",
@@ -123,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
 
     ctx = Context(sizes=QUICK if args.quick else FULL, quick=args.quick, output=json_dir, log=log)
+    if args.peers:
+        ctx.extras["peer_tools"] = list(args.peers)
     if args.report_only:
         previous = json.loads((json_dir / "results.json").read_text())
         write_report(previous, json.loads((json_dir / "run.json").read_text()), ctx, report_path)
@@ -158,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"   {name} = {figure.value:.3f} (goal {figure.goal}: {'met' if figure.met else 'NOT met'}); "
                     f"baseline {figure.baseline:,.2f} {figure.unit}, measured {figure.measured:,.2f} {figure.unit}"
                 )
+
             results[name]["quick"] = args.quick
             results[name]["seconds"] = round(time.monotonic() - t0, 1)
             results[name]["loadavg_1m"] = round(os.getloadavg()[0], 2)

@@ -19,7 +19,13 @@ DEBUG = False  # DEBUG=True keeps every query in memory: never in a worker, neve
 USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "ecotone_django"]
+# bench.peers.shop: the business row (Order) a transactional send writes beside its message.
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "ecotone_django",
+    "bench.peers.shop.apps.ShopConfig",
+]
 
 
 def _database(name: str) -> dict[str, Any]:
@@ -54,7 +60,13 @@ else:
     raise RuntimeError(f"ECOTONE_BENCH_LAYOUT must be 'dynamic' or 'single', not {LAYOUT!r}")
 
 ECOTONE = {
-    "TENANCY": {"HEADER": "tenant", "CONNECTIONS": _connections, "DEFAULT_CONNECTION": "default"},
+    # bench_shop (the business row of transactional sends) lives in each tenant's database.
+    "TENANCY": {
+        "HEADER": "tenant",
+        "CONNECTIONS": _connections,
+        "DEFAULT_CONNECTION": "default",
+        "TENANT_APPS": ["bench_shop"],
+    },
     "CHANNELS": {
         "bench_db": {"BACKEND": _DB},
         "bench_shared": {"BACKEND": _DB},
@@ -70,12 +82,8 @@ ECOTONE = {
     "WORKER": {
         "POLL_INTERVAL": 0.1,
         "RELAY_INTERVAL": 0.5,
-        # The product's default unless a figure tries another (db_channel_vs_raw_skip_locked shows both).
-        **(
-            {"CLAIM_SIZE": int(os.environ["ECOTONE_BENCH_CLAIM_SIZE"])}
-            if os.environ.get("ECOTONE_BENCH_CLAIM_SIZE")
-            else {}
-        ),
+        # The product's default (50), written out so that the minimal loop claims as many rows per transaction.
+        "CLAIM_SIZE": int(os.environ.get("ECOTONE_BENCH_CLAIM_SIZE") or 50),
     },
 }
 

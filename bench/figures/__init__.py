@@ -28,7 +28,7 @@ class Sizes:
     latency_messages: int
     latency_interval: float
     noisy_backlogs: tuple[int, ...]
-    noisy_rounds: int  # idle/loaded pairs for the ratio (the largest backlog)
+    noisy_rounds: int  # idle/loaded pairs at the largest backlog; the figure is the worst pair
     noisy_messages: int  # premium messages per burst
     noisy_interval: float
     delayed_big: int
@@ -36,6 +36,14 @@ class Sizes:
     delayed_polls: int
     rss_small: int
     rss_big: int
+    scale_rows: int  # messages drained by 1, 2 and 4 worker processes
+    scale_rounds: int
+    wakeup_messages: int  # sends to an idle database-channel worker
+    peer_requests: int  # the peer comparison's N per tool
+    peer_latency_messages: int
+    peer_latency_interval: float
+    peer_crash_orders: int
+    peer_stall_seconds: float
 
 
 FULL = Sizes(
@@ -46,7 +54,7 @@ FULL = Sizes(
     latency_messages=200,
     latency_interval=0.01,
     noisy_backlogs=(0, 10_000, 50_000, 100_000),
-    noisy_rounds=3,
+    noisy_rounds=5,
     noisy_messages=200,
     noisy_interval=0.02,
     delayed_big=1_000_000,
@@ -54,6 +62,14 @@ FULL = Sizes(
     delayed_polls=200,
     rss_small=1_000,
     rss_big=100_000,
+    scale_rows=20_000,
+    scale_rounds=2,
+    wakeup_messages=100,
+    peer_requests=20_000,
+    peer_latency_messages=1_000,
+    peer_latency_interval=0.01,
+    peer_crash_orders=2_000,
+    peer_stall_seconds=20.0,
 )
 
 QUICK = Sizes(
@@ -64,7 +80,7 @@ QUICK = Sizes(
     latency_messages=50,
     latency_interval=0.01,
     noisy_backlogs=(0, 2_000, 10_000),
-    noisy_rounds=1,
+    noisy_rounds=2,
     noisy_messages=50,
     noisy_interval=0.02,
     delayed_big=100_000,
@@ -72,6 +88,14 @@ QUICK = Sizes(
     delayed_polls=50,
     rss_small=1_000,
     rss_big=10_000,
+    scale_rows=4_000,
+    scale_rounds=1,
+    wakeup_messages=30,
+    peer_requests=1_000,
+    peer_latency_messages=100,
+    peer_latency_interval=0.01,
+    peer_crash_orders=300,
+    peer_stall_seconds=15.0,
 )
 
 
@@ -87,16 +111,17 @@ class Context:
     repeated: list[str] = field(default_factory=list)
 
     def attempt(self, what: str, step: Callable[[], T], tries: int = 4) -> T:
-        """Run one round; repeat it (up to ``tries`` times) if it fails, e.g. on a broker connection closed under it.
+        """Run one round; repeat it (up to ``tries`` times) only if a connection failed under it.
 
         The machine is shared with other engineers' test suites, some of which close every RabbitMQ
-        connection on purpose. A round that fails every time still fails the figure.
+        connection on purpose: a round whose own connection broke is repeated. Anything else — a message
+        lost or handled twice, a queue that never drained, a worker that died — fails the figure at once.
         """
         for attempt in range(1, tries + 1):
             try:
                 return step()
             except Exception as exc:
-                if attempt == tries:
+                if attempt == tries or not _connection_failure(exc):
                     raise
                 self.repeated.append(f"{what}: {type(exc).__name__}: {exc}"[:300])
                 self.log(f"  {what} failed ({type(exc).__name__}: {exc}); repeating it")
@@ -110,12 +135,41 @@ class Context:
         raise AssertionError("unreachable")
 
 
+def _connection_failure(exc: BaseException) -> bool:
+    """A broken or refused connection, of the bench process or of a process it started (never a correctness failure)."""
+    import amqp.exceptions
+    import kombu.exceptions
+    import psycopg
+    from django.db import utils
+
+    from ..infra import SERVICE_FAILURE, BenchError, CorrectnessError
+
+    if isinstance(exc, CorrectnessError):
+        return False
+    if isinstance(exc, BenchError) and SERVICE_FAILURE.search(str(exc)):
+        return True  # a worker or sender process of the round could not reach a restarted service
+    retriable = (
+        ConnectionError,
+        TimeoutError,
+        psycopg.OperationalError,
+        utils.OperationalError,
+        utils.InterfaceError,
+        kombu.exceptions.OperationalError,
+        amqp.exceptions.ConnectionError,
+    )
+    return isinstance(exc, retriable)
+
+
 _COMPARE = {">=": operator.ge, "<=": operator.le}
 
 
 @dataclass
 class Figure:
-    """One line of results.json: ``value`` = ``measured`` / ``baseline``, judged against ``goal``."""
+    """One line of results.json: ``value`` = ``measured`` / ``baseline``, judged against ``goal``.
+
+    An ``absolute`` figure is judged on ``measured`` itself (e.g. a latency in ms, a count of lost
+    messages); its baseline is context measured in the same run, not a divisor.
+    """
 
     title: str
     goal: str  # ">= 1.0" or "<= 1.5"
@@ -125,10 +179,11 @@ class Figure:
     baseline_name: str
     measured_name: str
     details: dict[str, Any] = field(default_factory=dict)
+    absolute: bool = False
 
     @property
     def value(self) -> float:
-        return self.measured / self.baseline
+        return self.measured if self.absolute else self.measured / self.baseline
 
     @property
     def met(self) -> bool:
@@ -146,6 +201,7 @@ class Figure:
             "title": self.title,
             "baseline_is": self.baseline_name,
             "measured_is": self.measured_name,
+            "value_is": "measured" if self.absolute else "measured / baseline",
             **self.details,
         }
 

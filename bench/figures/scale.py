@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from datetime import timedelta
 from typing import Any
 
-from ..infra import HandlerLog, Proc, RowSpec, connect, load_rows, median, outbox_rows, truncate, vacuum_analyze
+from ..infra import (
+    CorrectnessError,
+    HandlerLog,
+    Proc,
+    RowSpec,
+    connect,
+    load_rows,
+    median,
+    outbox_rows,
+    relay_failures,
+    truncate,
+    vacuum_analyze,
+)
 from . import Context, Figure
 from .throughput import DB_ROWS
 
@@ -21,18 +32,6 @@ def _delayed(channel: str, handler: str, message_type: str) -> RowSpec:
 
 DELAYED_DB = _delayed(DB_ROWS.channel, DB_ROWS.handler, DB_ROWS.message_type)
 DELAYED_RABBIT = _delayed("bench_rabbit", "bench.handlers.on_rabbit", "bench.handlers.PingRabbit")
-
-
-class _RelayFailures(logging.Handler):
-    """The databases whose relay sweep failed: the relay logs the start of an outage once, then retries."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.aliases: set[str] = set()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.msg.startswith("publishing from") and "failed" in record.msg and record.args:
-            self.aliases.add(str(record.args[0]))  # type: ignore[index]
 
 
 def _load_delayed(alias: str, count: int) -> None:
@@ -54,7 +53,7 @@ def _plan(alias: str) -> list[str]:
 
 def delayed_poll_cost_1m_vs_1k(ctx: Context) -> Figure:
     """A poll (relay sweep, worker claim) with 1,000,000 delayed messages pending ÷ with 1,000."""
-    from ecotone_django.outbox import Relay, relay_health
+    from ecotone_django.outbox import Relay
     from ecotone_django.worker import Worker
 
     big, small = ctx.sizes.delayed_big, ctx.sizes.delayed_small
@@ -72,10 +71,6 @@ def delayed_poll_cost_1m_vs_1k(ctx: Context) -> Figure:
     def measure() -> dict[str, dict[str, list[float]]]:
         relays = {alias: Relay(aliases=[alias]) for alias in where}
         worker = Worker(["bench_db"], relay=False)
-        for alias in where:
-            relay_health.succeeded(alias)  # forget an outage an earlier figure's relay saw: a new one is logged
-        failures = _RelayFailures()
-        logging.getLogger("ecotone_django.outbox").addHandler(failures)
         timings: dict[str, dict[str, list[float]]] = {alias: {"relay": [], "worker": []} for alias in where}
 
         def poll(alias: str, record: bool) -> None:
@@ -92,15 +87,13 @@ def delayed_poll_cost_1m_vs_1k(ctx: Context) -> Figure:
                 timings[alias]["relay"].append((t1 - t0) * 1000)
                 timings[alias]["worker"].append((t2 - t1) * 1000)
 
-        try:
+        with relay_failures() as failures:
             for _ in range(20):  # warm-up: connections, prepared plans, caches
                 for alias in where:
                     poll(alias, record=False)
             for _ in range(ctx.sizes.delayed_polls):
                 for alias in ("big_corp", "default"):  # interleaved
                     poll(alias, record=True)
-        finally:
-            logging.getLogger("ecotone_django.outbox").removeHandler(failures)
         return timings
 
     ctx.attempt("loading the delayed messages", load)
@@ -150,7 +143,7 @@ def _rss_run(count: int, checkpoints: list[int]) -> dict[int, int]:
         rss, handled = log.rss(), log.count()
     truncate("default")
     if handled != count or set(checkpoints) - set(rss):
-        raise RuntimeError(f"the worker handled {handled} of {count} messages; RSS at {rss}\n{output[-2000:]}")
+        raise CorrectnessError(f"the worker handled {handled} of {count} messages; RSS at {rss}\n{output[-2000:]}")
     return rss
 
 

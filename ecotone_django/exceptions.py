@@ -105,3 +105,12 @@ class ConcurrencyError(EcotoneError):
 
 class BrokerConnectionError(EcotoneError):
     """The connection to the broker failed or was lost; a consumer reconnects with backoff."""
+
+
+class BrokerUnavailableError(BrokerConnectionError):
+    """The broker failed moments ago: publishing is skipped until the circuit breaker's cool-down ends."""
+
+    def __init__(self, message: str, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        #: Seconds until the breaker lets a probe through.
+        self.retry_after = retry_after

@@ -11,6 +11,13 @@ A send outside any transaction (autocommit) has no business rows to be atomic
 with: it publishes at once, and only if the broker does not confirm does it
 commit a row for the relay. Either way ``send()`` returns once the message is
 durable, in the broker or in the database.
+
+No publish here waits for a broker without a limit: a broker channel's publish
+has a deadline (``publish_timeout``, 2 s by default) and a circuit breaker that,
+after a failure, fails the next publishes at once for a cool-down. A send, the
+after-commit hook and the relay all go through it, so while the broker is known
+bad a send costs one INSERT, and the relay probes the broker as the cool-down
+ends (see :mod:`ecotone_django.channels.breaker`).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from . import transactions
 from .channels import channels
 from .clock import now
 from .conf import get_config
+from .exceptions import BrokerUnavailableError
 from .handlers import Handler
 from .messages import Envelope
 from .models import OutboxMessage
@@ -38,6 +46,8 @@ from .tenancy import alias_for, tenant_of
 logger = logging.getLogger("ecotone_django.outbox")
 
 MAX_RELAY_BACKOFF = 5.0  # seconds between relay attempts on a database or broker that keeps failing
+#: Seconds the relay waits after its channel's circuit breaker said no, beyond the breaker's cool-down.
+BREAKER_SLACK = 0.05
 
 #: How long the relay leaves a row alone that its sender publishes right after commit (the fast path).
 #: The sender does not lock the row, so the lease is what keeps the relay from publishing it a second
@@ -293,6 +303,10 @@ class Relay:
                         published += count
                         if count < self.batch_size:
                             pending.remove(channel)
+            except BrokerUnavailableError as exc:
+                # A channel's circuit breaker is open: try again as its cool-down ends (the probe), not later.
+                relay_health.failed(alias, exc)
+                self._next_try[alias] = time.monotonic() + min(exc.retry_after, MAX_RELAY_BACKOFF) + BREAKER_SLACK
             except Exception as exc:
                 relay_health.failed(alias, exc)
                 delay = min(self._backoff.get(alias, 0.5) * 2, MAX_RELAY_BACKOFF)

@@ -9,6 +9,7 @@ connect to the test databases pytest-django created.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from urllib.parse import urlparse
@@ -123,7 +124,14 @@ ECOTONE = {
     "CHANNELS": {
         "db": {"BACKEND": "ecotone_django.channels.DatabaseChannel"},
         "db_other": {"BACKEND": "ecotone_django.channels.DatabaseChannel"},
-        "rabbit": {"BACKEND": "ecotone_django.channels.CeleryChannel", "OPTIONS": {"queue": f"{QUEUE_PREFIX}rabbit"}},
+        "rabbit": {
+            "BACKEND": "ecotone_django.channels.CeleryChannel",
+            # Worker processes of the broker-fault tests add deadlines (heartbeat, timeouts) as JSON.
+            "OPTIONS": {
+                "queue": f"{QUEUE_PREFIX}rabbit",
+                **json.loads(os.environ.get("ECOTONE_TEST_RABBIT_OPTIONS", "{}")),
+            },
+        },
         "redis": {
             "BACKEND": "ecotone_django.channels.CeleryChannel",
             "OPTIONS": {"queue": f"{QUEUE_PREFIX}redis", "app": "tests.celery_apps.redis_app"},

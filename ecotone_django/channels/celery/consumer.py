@@ -6,6 +6,13 @@ already arrived, up to the worker's limit, without waiting for more; when an ack
 the consumer holds it is one ``basic.ack`` with ``multiple``. The window (prefetch) is the channel's
 (global) ``basic.qos``, so that it can change under a running consumer; it starts at one for every
 connection and :meth:`CeleryConsumer.resize` moves it.
+
+No wait on the broker is unbounded (:mod:`.deadlines`): the connect and the handshake have
+``connect_timeout``; every other socket wait (an ack, ``basic.qos``, a queue check, a close) has
+``socket_timeout``; and on RabbitMQ the connection carries AMQP heartbeats, checked on every receive, so
+that an idle consumer whose broker stopped answering (a black-holed route: no error, no data) notices
+within about twice the heartbeat. A connection that failed is dropped without the close handshake; the
+worker reconnects with backoff, and the broker requeues what the lost connection held.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from kombu.message import Message
 
 from ...exceptions import BrokerConnectionError, ConfigurationError
 from ..base import Delivery
+from . import deadlines
 from .protocol import JSON, read_task
 
 if TYPE_CHECKING:
@@ -47,8 +55,10 @@ class CeleryConsumer:
         *,
         time_limit: float | None,
         consumers: int,
+        socket_timeout: float,
     ) -> None:
         self.name = name
+        self.socket_timeout = socket_timeout
         self.queue = queue
         self.profile = profile
         self.connect = connect
@@ -76,7 +86,7 @@ class CeleryConsumer:
     def _open(self) -> Connection:
         conn = self.connect()
         self._conn = conn
-        conn.ensure_connection(max_retries=0)
+        deadlines.connect(conn, self.socket_timeout)
         if not self._checked:
             self.profile.check_consumer(
                 self.name, self.queue.name, conn, time_limit=self.time_limit, consumers=self.consumers
@@ -89,16 +99,19 @@ class CeleryConsumer:
         self._consumer.consume()
         return conn
 
-    def close(self) -> None:
+    def close(self, *, failed: bool = False) -> None:
+        """Close the connection (what it holds unacknowledged goes back to the queue): politely within
+        ``socket_timeout``, or at once without a word to the broker if it ``failed``."""
         conn, self._conn = self._conn, None
         self._consumer = self._kombu_channel = None
         self._buffer.clear()
         self._held.clear()
-        if conn is not None:
-            try:
-                conn.release()
-            except Exception:
-                logger.debug("releasing the consumer connection failed", exc_info=True)
+        if conn is None:
+            return
+        if failed:
+            deadlines.abandon(conn)
+        else:
+            deadlines.close(conn, self.socket_timeout)
 
     def _lost(self, exc: Exception) -> BrokerConnectionError | None:
         """A lost connection as the worker should see it (and closed); ``None`` for any other error."""
@@ -108,7 +121,7 @@ class CeleryConsumer:
             errors += (*conn.recoverable_connection_errors, *conn.connection_errors)
         if not isinstance(exc, errors):
             return None
-        self.close()
+        self.close(failed=True)
         return BrokerConnectionError(f"broker connection for {self.name!r} lost ({exc})")
 
     @contextlib.contextmanager
@@ -128,6 +141,8 @@ class CeleryConsumer:
         try:
             if conn is None:
                 conn = self._open()
+            elif self._driver == "amqp":
+                conn.heartbeat_check()  # sends ours when due; raises once the broker's have stopped
             if not self._buffer:  # deliveries can arrive during basic.qos: those are handed out first
                 try:
                     conn.drain_events(timeout=timeout)
@@ -137,9 +152,9 @@ class CeleryConsumer:
         except ConfigurationError:
             self.close()
             raise
-        except TimeoutError:  # a socket timeout past drain_events: connect again at once
-            self.close()
-            return []
+        except TimeoutError as exc:  # a socket wait past its deadline: the broker stopped answering
+            self.close(failed=True)
+            raise BrokerConnectionError(f"broker connection for {self.name!r} timed out ({exc})") from exc
         except Exception as exc:
             if (lost := self._lost(exc)) is None:
                 raise

@@ -5,6 +5,12 @@ publisher confirms, collected for the whole batch (one round trip per batch, not
 ``mandatory`` routing, so a queue deleted behind our back is an error, not a silent drop; on Redis the
 batch goes out as one pipeline; on SQS each message is one synchronous ``SendMessage``; on Kafka every
 record gets a delivery report, awaited once per batch (:mod:`.kafka`). A failed publish raises.
+
+Every publish has a deadline (``publish_timeout``): the socket waits of its writes and of its confirms
+get what is left of it (:mod:`.deadlines`), so a broker that stops answering fails the publish in that
+time, not never. A broker that *blocks* the connection (a RabbitMQ resource alarm:
+``connection.blocked``) fails it at once. A publisher whose publish failed is closed without the close
+handshake (:func:`.deadlines.abandon`): its broker may never answer one.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from kombu import Producer
 
 from ...exceptions import PublishNotConfirmedError
+from . import deadlines
 from .protocol import JSON, task_message
 
 if TYPE_CHECKING:
@@ -25,23 +32,31 @@ if TYPE_CHECKING:
     from ...models import OutboxMessage
     from .profiles import TransportProfile
 
-__all__ = ["CONFIRM_TIMEOUT", "Publisher"]
+__all__ = ["PUBLISH_TIMEOUT", "Publisher"]
 
 logger = logging.getLogger("ecotone_django.channels.celery")
 
-#: Seconds to wait for the broker to confirm a published batch.
-CONFIRM_TIMEOUT = 10.0
+#: Seconds a publish may take, from its start to the broker's last confirm (connecting included).
+PUBLISH_TIMEOUT = 2.0
 
 
 class Publisher:
-    """One thread's broker connection, with the queue declared and (on AMQP) publisher confirms on."""
+    """One thread's broker connection, with the queue declared and (on AMQP) publisher confirms on.
 
-    def __init__(self, connection: Connection, queue: Queue, profile: TransportProfile) -> None:
+    ``timeout`` bounds the connection and the queue declaration; :meth:`publish` takes its own deadline.
+    """
+
+    def __init__(self, connection: Connection, queue: Queue, profile: TransportProfile, timeout: float) -> None:
         self.queue_name = queue.name
         self.profile = profile
         self.connection = connection
+        self.blocked: str | None = None  # the broker's reason while it blocks this connection
+        self.broken = False
         try:
-            self.connection.ensure_connection(max_retries=0)  # fail now; the relay is the retry loop
+            deadlines.connect(self.connection, timeout)  # fail now; the relay is the retry loop
+            if (amqp := deadlines.amqp_connection(self.connection)) is not None:
+                amqp.on_blocked = self._on_blocked
+                amqp.on_unblocked = self._on_unblocked
             self.channel = self.connection.channel()
             queue(self.channel).declare()
             self.producer = Producer(self.channel, auto_declare=False)
@@ -58,10 +73,17 @@ class Publisher:
                 self.channel.events["basic_nack"].add(self._on_nack)
                 self.channel.events["basic_return"].add(self._on_return)
         except BaseException:
+            self.broken = True
             self.close()
             raise
 
     # py-amqp calls these while we drain the connection.
+    def _on_blocked(self, reason: str = "") -> None:
+        self.blocked = reason or "no reason given"
+
+    def _on_unblocked(self) -> None:
+        self.blocked = None
+
     def _settle(self, tag: int, multiple: bool) -> None:
         if multiple:
             self._unconfirmed = {t for t in self._unconfirmed if t > tag}
@@ -78,17 +100,25 @@ class Publisher:
     def _on_return(self, exc: BaseException, exchange: str, routing_key: str, message: Any) -> None:
         self._refused.append(f"unroutable to queue {routing_key!r}: {exc}")
 
-    def publish(self, rows: Sequence[OutboxMessage]) -> None:
-        self._refused.clear()
-        if self.batches:
-            with self.producer.batch(max_size=max(len(rows), 1)):
+    def publish(self, rows: Sequence[OutboxMessage], deadline: float) -> None:
+        """Publish ``rows``; raise unless the broker has all of them by ``deadline`` (``time.monotonic()``)."""
+        try:
+            self._refused.clear()
+            if self.blocked is not None:
+                raise PublishNotConfirmedError(f"the broker blocks publishing ({self.blocked})")
+            deadlines.bound(self.connection, deadline - time.monotonic())
+            if self.batches:
+                with self.producer.batch(max_size=max(len(rows), 1)):
+                    self._send(rows)
+            else:
                 self._send(rows)
-        else:
-            self._send(rows)
-        if self.confirms:
-            self._wait_for_confirms(len(rows))
-        elif self.deliveries is not None:
-            self.deliveries(CONFIRM_TIMEOUT)
+            if self.confirms:
+                self._wait_for_confirms(len(rows), deadline)
+            elif self.deliveries is not None:
+                self.deliveries(max(deadline - time.monotonic(), 0.001))
+        except BaseException:
+            self.broken = True
+            raise
 
     def _send(self, rows: Sequence[OutboxMessage]) -> None:
         for row in rows:
@@ -110,20 +140,26 @@ class Publisher:
                 self._sequence += 1
                 self._unconfirmed.add(self._sequence)
 
-    def _wait_for_confirms(self, count: int) -> None:
-        deadline = time.monotonic() + CONFIRM_TIMEOUT
+    def _wait_for_confirms(self, count: int, deadline: float) -> None:
         while self._unconfirmed:
+            if self.blocked is not None:
+                raise PublishNotConfirmedError(
+                    f"{len(self._unconfirmed)} of {count} message(s) not confirmed: "
+                    f"the broker blocks publishing ({self.blocked})"
+                )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise PublishNotConfirmedError(
-                    f"{len(self._unconfirmed)} of {count} message(s) not confirmed within {CONFIRM_TIMEOUT:g} s"
-                )
-            self.connection.drain_events(timeout=remaining)
+                raise PublishNotConfirmedError(f"{len(self._unconfirmed)} of {count} message(s) not confirmed in time")
+            try:
+                self.connection.drain_events(timeout=remaining)
+            except TimeoutError:
+                continue  # the loop raises with the count
         if self._refused:
             raise PublishNotConfirmedError("; ".join(self._refused[:3]))
 
-    def close(self) -> None:
-        try:
-            self.connection.release()
-        except Exception:  # already broken; nothing left to release
-            logger.debug("closing a broken broker connection failed", exc_info=True)
+    def close(self, timeout: float = 0.0) -> None:
+        """Close politely within ``timeout`` s; a publisher whose last publish failed is dropped at once."""
+        if self.broken or timeout <= 0:
+            deadlines.abandon(self.connection)
+        else:
+            deadlines.close(self.connection, timeout)

@@ -231,21 +231,29 @@ def test_a_blocked_broker_sends_fall_back_and_the_relay_delivers_after_the_alarm
 # -- a handler longer than consumer_timeout -----------------------------------------------------------------
 
 
+def _rabbit_env(key: str) -> str:
+    """The value of RabbitMQ's application setting ``key`` as Erlang prints it (it must be set)."""
+    value = _rabbitmqctl("eval", f"application:get_env(rabbit, {key}).").strip()
+    assert value.startswith("{ok,") and value.endswith("}"), f"{key}: {value}"
+    return value.removeprefix("{ok,").removesuffix("}")
+
+
+def _set_rabbit_env(key: str, value: str) -> None:
+    _rabbitmqctl("eval", f"application:set_env(rabbit, {key}, {value}).")
+
+
 @pytest.fixture
 def short_consumer_timeout() -> Iterator[None]:
-    """RabbitMQ's consumer_timeout at 2 s, checked every second, for channels opened in the block."""
-    before = _rabbitmqctl("eval", "application:get_env(rabbit, consumer_timeout).").strip()
-    _rabbitmqctl("eval", "application:set_env(rabbit, consumer_timeout, 2000).")
-    _rabbitmqctl("eval", "application:set_env(rabbit, channel_tick_interval, 1000).")
+    """RabbitMQ's consumer_timeout at 2 s, checked every second, for channels opened in the test; the
+    values before are restored after, whatever happens."""
+    before = {key: _rabbit_env(key) for key in ("consumer_timeout", "channel_tick_interval")}
     try:
+        _set_rabbit_env("consumer_timeout", "2000")
+        _set_rabbit_env("channel_tick_interval", "1000")
         yield
     finally:
-        if before.startswith("{ok,"):
-            value = before.removeprefix("{ok,").removesuffix("}")
-            _rabbitmqctl("eval", f"application:set_env(rabbit, consumer_timeout, {value}).")
-        else:
-            _rabbitmqctl("eval", "application:unset_env(rabbit, consumer_timeout).")
-        _rabbitmqctl("eval", "application:unset_env(rabbit, channel_tick_interval).")
+        for key, value in before.items():
+            _set_rabbit_env(key, value)
 
 
 def test_a_handler_longer_than_consumer_timeout_takes_effect_once(

@@ -118,7 +118,9 @@ class CeleryConsumer:
         conn = self._conn
         errors: tuple[type[BaseException], ...] = (KombuOperationalError,)
         if conn is not None:
-            errors += (*conn.recoverable_connection_errors, *conn.connection_errors)
+            # A channel the broker closed counts too: RabbitMQ closes a consumer's channel that held a
+            # delivery past its consumer_timeout (and requeues the delivery; the inbox dedups its second copy).
+            errors += (*conn.recoverable_connection_errors, *conn.connection_errors, *conn.channel_errors)
         if not isinstance(exc, errors):
             return None
         self.close(failed=True)

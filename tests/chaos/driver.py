@@ -59,7 +59,8 @@ from tests.chaos.faults import (
     parse_faults,
 )
 from tests.helpers.processes import REPO_ROOT
-from tests.helpers.services import is_reachable, service_url
+from tests.helpers.services import is_reachable, service_address, service_url
+from tests.helpers.tcp_proxy import TcpProxy
 
 #: Tenants and their weight: two free-tier tenants share the default database, two have their own.
 TENANTS = {"acme": 3, "globex": 2, "big_corp": 2, "enterprise_x": 2}
@@ -392,12 +393,16 @@ class Run:
             self.began = time.monotonic()
         self.var_dir.mkdir(parents=True, exist_ok=True)
         services = Services(self.resources.postgres_url, self.resources.rabbit_url, [])
+        # Every process of the run, this one included, reaches RabbitMQ through a proxy that can black-hole it.
+        proxy = TcpProxy(service_address("rabbitmq")).start()
+        services.proxy = proxy
         fleet: Fleet | None = None
         code = EXIT_ERROR
         try:
             self.resources.create()
             services.databases = list(self.resources.databases.values())
             env = self.resources.environment(self.args, self.var_dir)
+            env["CELERY_BROKER_URL"] = proxy.url(self.resources.rabbit_url)
             for key, value in env.items():
                 if value is None:
                     os.environ.pop(key, None)
@@ -418,6 +423,7 @@ class Run:
                 fleet.kill_all()
                 fleet.save_logs()
             services.ensure_up()
+            proxy.stop()
             from django.db import connections
 
             with contextlib.suppress(Exception):

@@ -2,8 +2,10 @@
 
 * :class:`Fleet` — the example's ``consume_channel`` workers and its ``relay_outbox`` process, each a real
   ``manage.py`` process in its own session; it restarts what it kills and notices what dies on its own.
-* :class:`Services` — the shared PostgreSQL cluster and RabbitMQ node: restart, stop, start, drop the
-  connections to *our* databases only, and wait until each is healthy again.
+* :class:`Services` — the shared PostgreSQL cluster and RabbitMQ node: restart, stop, start, block
+  publishers (a memory alarm), drop the connections to *our* databases only, and wait until each is
+  healthy again; and the loopback proxy every process of the run reaches RabbitMQ through, which can
+  black-hole their connections.
 * :class:`FaultInjector` — a seeded random schedule of faults, every enabled kind at least once, logged.
 
 No Django imports: the driver imports this before it sets Django up.
@@ -30,6 +32,7 @@ from pathlib import Path
 import psycopg
 
 from tests.helpers.processes import ManagedProcess, spawn_manage, wait_for
+from tests.helpers.tcp_proxy import TcpProxy
 
 #: What ``consume_channel`` prints once it is set up and about to consume.
 READY_MARK = "(pid ready)"
@@ -44,11 +47,13 @@ class Fault(enum.StrEnum):
     RABBITMQ_RESTART = "rabbitmq_restart"  # rabbitmqctl stop_app … start_app
     POSTGRES_RESTART = "postgres_restart"  # pg_ctlcluster … restart
     CONNECTION_DROP = "connection_drop"  # pg_terminate_backend on every backend of our databases
+    BLACK_HOLE = "black_hole"  # the proxy to RabbitMQ stops forwarding, connections left open, for seconds
+    BROKER_BLOCKED = "broker_blocked"  # a RabbitMQ memory alarm blocks every publisher for seconds
 
     @property
     def disruptive(self) -> bool:
         """Whether it affects the shared servers (anyone else's tests), not only our processes and databases."""
-        return self in (Fault.RABBITMQ_RESTART, Fault.POSTGRES_RESTART)
+        return self in (Fault.RABBITMQ_RESTART, Fault.POSTGRES_RESTART, Fault.BROKER_BLOCKED)
 
     @property
     def label(self) -> str:
@@ -59,6 +64,8 @@ class Fault(enum.StrEnum):
             Fault.RABBITMQ_RESTART: "rabbitmqctl stop_app/start_app",
             Fault.POSTGRES_RESTART: "pg_ctlcluster restart",
             Fault.CONNECTION_DROP: "pg_terminate_backend",
+            Fault.BLACK_HOLE: "proxy to RabbitMQ black-holed",
+            Fault.BROKER_BLOCKED: "RabbitMQ memory alarm (blocked)",
         }[self]
 
 
@@ -245,7 +252,13 @@ def catches(pid: int, signum: int) -> bool:
 
 
 #: The command-line tool each server fault needs (run as root, or through ``sudo -n``).
-TOOLS = {Fault.POSTGRES_RESTART: "pg_ctlcluster", Fault.RABBITMQ_RESTART: "rabbitmqctl"}
+TOOLS = {
+    Fault.POSTGRES_RESTART: "pg_ctlcluster",
+    Fault.RABBITMQ_RESTART: "rabbitmqctl",
+    Fault.BROKER_BLOCKED: "rabbitmqctl",
+}
+#: The memory high watermark RabbitMQ gets back after a memory alarm (its default).
+MEMORY_HIGH_WATERMARK = "0.4"
 
 
 def missing_tools(faults: Sequence[Fault]) -> list[str]:
@@ -282,6 +295,9 @@ class Services:
     databases: Sequence[str]  # ours: the only ones whose connections we drop
     cluster: tuple[str, str] = field(default_factory=lambda: _local_cluster())
     start_timeout: float = 120.0
+    #: The proxy the run's processes reach RabbitMQ through (``None``: no black-hole faults).
+    proxy: TcpProxy | None = None
+    _alarm: bool = False
 
     # PostgreSQL --------------------------------------------------------------------------------------------
 
@@ -344,12 +360,27 @@ class Services:
                 _run("rabbitmqctl", "start_app")
         wait_for(self.rabbit_accepts, timeout=self.start_timeout, interval=0.2, message="RabbitMQ to accept AMQP")
 
+    def block_publishers(self) -> None:
+        """A memory alarm: RabbitMQ blocks every connection that publishes (``connection.blocked``)."""
+        self._alarm = True
+        _run("rabbitmqctl", "set_vm_memory_high_watermark", "0")
+
+    def unblock_publishers(self) -> None:
+        _run("rabbitmqctl", "set_vm_memory_high_watermark", MEMORY_HIGH_WATERMARK)
+        self._alarm = False
+
     def ensure_up(self) -> None:
         """Both servers up again, whatever happened (called in ``finally``)."""
         try:
             self.ensure_postgres()
         finally:
-            self.ensure_rabbit()
+            if self.proxy is not None:
+                self.proxy.heal()
+            try:
+                if self._alarm:
+                    self.unblock_publishers()
+            finally:
+                self.ensure_rabbit()
 
 
 def _local_cluster() -> tuple[str, str]:
@@ -558,6 +589,29 @@ class FaultInjector:
     def _postgres_restart(self, stop: threading.Event) -> str:
         self.services.restart_postgres()
         return "pg_ctlcluster restart -m fast (every session cut)"
+
+    def _black_hole(self, stop: threading.Event) -> str:
+        proxy = self.services.proxy
+        if proxy is None:
+            raise RuntimeError("no proxy in front of RabbitMQ")
+        seconds = self.rng.uniform(*self.timing.outage)
+        proxy.black_hole()
+        try:
+            stop.wait(seconds)
+        finally:
+            proxy.heal()
+        return (
+            f"{proxy.open_connections()} connection(s) through the proxy black-holed for {seconds:.1f} s, then healed"
+        )
+
+    def _broker_blocked(self, stop: threading.Event) -> str:
+        seconds = self.rng.uniform(*self.timing.outage)
+        self.services.block_publishers()
+        try:
+            stop.wait(seconds)
+        finally:
+            self.services.unblock_publishers()
+        return f"set_vm_memory_high_watermark 0, {seconds:.1f} s blocked, then {MEMORY_HIGH_WATERMARK}"
 
     def _connection_drop(self, stop: threading.Event) -> str:
         cut = self.services.drop_connections()

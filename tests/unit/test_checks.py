@@ -303,14 +303,27 @@ def test_no_router_is_needed_without_tenancy(registry: Registry) -> None:
         (
             {"BACKEND": "ecotone_django.channels.CeleryChannel", "OPTIONS": {"queue": "q", "prefetch": 4}},
             "has unknown OPTIONS 'prefetch' \\(did you mean 'prefetch_count'\\?\\); "
-            "valid options: app, prefetch_count, queue",
+            "valid options: app, breaker_cool_down, connect_timeout, heartbeat, prefetch_count, publish_timeout, "
+            "queue, socket_timeout",
+        ),
+        (
+            {"BACKEND": "ecotone_django.channels.CeleryChannel", "OPTIONS": {"publish_timeout": 0}},
+            "CeleryChannel 'bad': OPTIONS\\['publish_timeout'\\] must be a number of seconds above 0, got 0",
         ),
         (
             {"BACKEND": "ecotone_django.channels.DynamicChannel", "OPTIONS": {"default": "db"}},
             "DynamicChannel 'bad' needs exactly one strategy",
         ),
     ],
-    ids=["unknown class", "unknown module", "not a channel", "database option", "celery option", "dynamic strategy"],
+    ids=[
+        "unknown class",
+        "unknown module",
+        "not a channel",
+        "database option",
+        "celery option",
+        "celery deadline",
+        "dynamic strategy",
+    ],
 )
 def test_e007_a_bad_channel_backend_or_options(registry: Registry, spec: dict[str, Any], message: str) -> None:
     with override_settings(ECOTONE={"CHANNELS": {"db": DB, "bad": spec}}):

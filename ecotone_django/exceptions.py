@@ -87,6 +87,10 @@ class PublishNotConfirmedError(EcotoneError):
     """The broker did not take a published message (nack, unroutable, or no confirm in time); the outbox keeps it."""
 
 
+class BrokerBlockedError(PublishNotConfirmedError):
+    """The broker blocks publishing (a RabbitMQ resource alarm: ``connection.blocked``); the outbox keeps it."""
+
+
 class ReplayError(MessageError):
     """A dead letter cannot be replayed; it is kept."""
 

@@ -9,6 +9,10 @@ the breaker; one that fails opens it for another cool-down.
 
 So a request that sends while the broker is known bad never waits for it, and a process pays the
 timeout at most once per cool-down, whoever publishes (a request, the after-commit hook or the relay).
+
+Only a failure that cost time opens it (the caller says which: a timeout, a blocked broker, a failure
+that took long). A broker that refuses at once (stopped, restarting) costs nothing to try, so such a
+failure leaves the breaker closed — and ends a probe: the broker answers again, if only with a refusal.
 """
 
 from __future__ import annotations
@@ -63,8 +67,12 @@ class CircuitBreaker:
             self._open_until = None
             self._probing = False
 
-    def failed(self, exc: BaseException) -> None:
+    def failed(self, exc: BaseException, *, slow: bool = True) -> None:
+        """A call failed: a ``slow`` failure opens the breaker; a quick one (a refusal) closes it."""
         if self.cool_down <= 0 or isinstance(exc, BrokerUnavailableError):
+            return
+        if not slow:
+            self.succeeded()
             return
         with self._lock:
             self._open_until = self._clock() + self.cool_down

@@ -75,3 +75,15 @@ def test_a_cool_down_of_zero_turns_it_off(clock: Clock) -> None:
     breaker.failed(OSError("reset"))
     breaker.before_call()
     assert breaker.state == "closed"
+
+
+def test_a_quick_failure_leaves_it_closed_and_ends_a_probe(clock: Clock) -> None:
+    breaker = CircuitBreaker("orders", cool_down=5.0, clock=clock)
+    breaker.failed(ConnectionRefusedError("refused"), slow=False)  # a stopped broker: trying costs nothing
+    assert breaker.state == "closed"
+    breaker.failed(TimeoutError("no answer"))
+    clock.now += 5.0
+    breaker.before_call()  # the probe: refused at once, the broker answers again
+    breaker.failed(ConnectionRefusedError("refused"), slow=False)
+    assert breaker.state == "closed"
+    breaker.before_call()

@@ -31,9 +31,10 @@ on RabbitMQ, 1 on the other transports), and the deadlines, in seconds:
 * ``heartbeat`` (60; 0 turns it off): AMQP heartbeats on consumer connections,
   so that a consumer notices a broker that stopped answering within about
   twice this (a batch of handlers must finish within that, too);
-* ``breaker_cool_down`` (5; 0 turns the breaker off): after a failed publish,
-  publishes fail at once for this long, then one probe tries the broker
-  (:mod:`ecotone_django.channels.breaker`).
+* ``breaker_cool_down`` (5; 0 turns the breaker off): after a publish that
+  failed slowly (a timeout, a blocked broker), publishes fail at once for this
+  long, then one probe tries the broker (:mod:`ecotone_django.channels.breaker`);
+  a broker that refuses connections at once is simply tried every time.
 The broker URL and ``broker_transport_options`` come from the Celery app.
 On Redis, a message a crashed consumer held comes back only after the
 transport's ``visibility_timeout`` (kombu's default: one hour); on SQS after the
@@ -52,7 +53,7 @@ from django.utils.module_loading import import_string
 from kombu import Connection, Exchange, Queue
 
 from ...conf import get_config
-from ...exceptions import ConfigurationError
+from ...exceptions import BrokerBlockedError, ConfigurationError
 from ..base import BrokerChannel
 from ..breaker import CircuitBreaker
 from . import deadlines
@@ -71,8 +72,10 @@ CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 5.0
 #: Seconds between AMQP heartbeats on consumer connections.
 HEARTBEAT = 60
-#: Seconds publishes fail at once after a failed one.
+#: Seconds publishes fail at once after one that failed slowly (a timeout, a blocked broker).
 BREAKER_COOL_DOWN = 5.0
+#: A failed publish quicker than this (a refused connection) leaves the breaker closed: trying costs nothing.
+QUICK_FAILURE = 0.25
 
 #: The deadline OPTIONS: name → (default, smallest value allowed).
 _DEADLINES: dict[str, tuple[float, float]] = {
@@ -174,10 +177,12 @@ class CeleryChannel(BrokerChannel):
             return
         rows = sorted(rows, key=lambda row: (row.available_at, row.pk or 0))  # FIFO where the broker keeps order
         self.breaker.before_call()
+        started = time.monotonic()
         try:
-            self._publish(rows, time.monotonic() + self.publish_timeout)
+            self._publish(rows, started + self.publish_timeout)
         except BaseException as exc:
-            self.breaker.failed(exc)
+            slow = isinstance(exc, (TimeoutError, BrokerBlockedError)) or time.monotonic() - started >= QUICK_FAILURE
+            self.breaker.failed(exc, slow=slow)
             raise
         self.breaker.succeeded()
 

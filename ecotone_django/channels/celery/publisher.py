@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from kombu import Producer
 
-from ...exceptions import PublishNotConfirmedError
+from ...exceptions import BrokerBlockedError, PublishNotConfirmedError
 from . import deadlines
 from .protocol import JSON, task_message
 
@@ -105,7 +105,7 @@ class Publisher:
         try:
             self._refused.clear()
             if self.blocked is not None:
-                raise PublishNotConfirmedError(f"the broker blocks publishing ({self.blocked})")
+                raise BrokerBlockedError(f"the broker blocks publishing ({self.blocked})")
             deadlines.bound(self.connection, deadline - time.monotonic())
             if self.batches:
                 with self.producer.batch(max_size=max(len(rows), 1)):
@@ -143,7 +143,7 @@ class Publisher:
     def _wait_for_confirms(self, count: int, deadline: float) -> None:
         while self._unconfirmed:
             if self.blocked is not None:
-                raise PublishNotConfirmedError(
+                raise BrokerBlockedError(
                     f"{len(self._unconfirmed)} of {count} message(s) not confirmed: "
                     f"the broker blocks publishing ({self.blocked})"
                 )

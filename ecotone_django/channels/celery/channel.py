@@ -151,12 +151,17 @@ class CeleryChannel(BrokerChannel):
     def connection(self, *, heartbeat: float = 0, connect_timeout: float | None = None) -> Connection:
         """A new kombu connection to the Celery app's broker (not connected yet)."""
         conf = self.app.conf
-        options = {**self.profile.defaults, **(conf.broker_transport_options or {})}
+        profile = self.profile
+        options = {
+            **profile.defaults,
+            **profile.deadline_options(self.connect_timeout, self.socket_timeout),
+            **(conf.broker_transport_options or {}),
+        }
         # Confirms are collected per batch by the Publisher, not awaited after each message.
         options.pop("confirm_publish", None)
         return Connection(
             conf.broker_url,
-            transport=self.profile.transport_cls,
+            transport=profile.transport_cls,
             transport_options=options,
             connect_timeout=self.connect_timeout if connect_timeout is None else connect_timeout,
             heartbeat=heartbeat,

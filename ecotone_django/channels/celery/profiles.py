@@ -8,7 +8,7 @@ the checks a consumer runs before it takes its first message.
 | transport | ordering | what the profile adds |
 |---|---|---|
 | RabbitMQ ``amqp://`` | FIFO per queue (one consumer) | prefetch 32, handled per transaction; confirms |
-| Redis ``redis://`` | FIFO per list | nothing |
+| Redis ``redis://`` | FIFO per list | the channel's connect and socket timeouts |
 | SQS ``sqs://`` | none (standard queue) | long polling on; visibility timeout above the time limit |
 | Kafka ``confluentkafka://`` | FIFO per partition (key → partition) | confirmed produce, commit on ack, |
 | | | consumers ≤ partitions |
@@ -52,11 +52,23 @@ class TransportProfile:
         """Extra kombu message properties for a published row."""
         return {}
 
+    def deadline_options(self, connect_timeout: float, socket_timeout: float) -> dict[str, Any]:
+        """Transport options that put the channel's deadlines on the transport's own client (py-amqp gets
+        them from :mod:`.deadlines` instead); ``broker_transport_options`` win over these."""
+        return {}
+
     def check_consumer(
         self, name: str, queue_name: str, conn: Connection, *, time_limit: float | None, consumers: int
     ) -> None:
         """Raise ConfigurationError if ``consumers`` threads whose handlers may run ``time_limit`` s must not
         consume channel ``name`` (its queue ``queue_name``) as configured."""
+
+
+class RedisProfile(TransportProfile):
+    """Redis: redis-py waits for ever on a socket unless told (kombu's own advice is to set a timeout)."""
+
+    def deadline_options(self, connect_timeout: float, socket_timeout: float) -> dict[str, Any]:
+        return {"socket_connect_timeout": connect_timeout, "socket_timeout": socket_timeout}
 
 
 class SqsProfile(TransportProfile):
@@ -147,8 +159,8 @@ _PROFILES: dict[str, TransportProfile] = {
     "amqp": _RABBITMQ,
     "amqps": _RABBITMQ,
     "pyamqp": _RABBITMQ,
-    "redis": TransportProfile("Redis"),
-    "rediss": TransportProfile("Redis"),
+    "redis": RedisProfile("Redis"),
+    "rediss": RedisProfile("Redis"),
     "sqs": SqsProfile("SQS", {"wait_time_seconds": 10, "polling_interval": 0}),
     "confluentkafka": KafkaProfile("Kafka", {"wait_time_seconds": 1, "polling_interval": 0}),
 }

@@ -151,7 +151,7 @@ class TcpProxy:
                 if not data:
                     break
                 target.sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: select() on a socket the other direction closed
             pass
         finally:
             with self._lock:

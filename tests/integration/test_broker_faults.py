@@ -163,6 +163,18 @@ def test_a_commit_and_a_new_connection_into_a_black_hole_are_bounded_too(
     assert drain_with_worker(worker, rabbit_queue, ["bh-10", "bh-11"]) == {"bh-10": 1, "bh-11": 1}
 
 
+def test_closing_a_kept_connection_into_a_black_hole_is_bounded(rabbit_queue: str, through: TcpProxy) -> None:
+    """The reported hang: py-amqp's close waits for the broker's close-ok with no timeout."""
+    assert send("bh-20") < FALLBACK_WITHIN  # a kept publishing connection, through the proxy
+    channel = channels["rabbit"]
+    with through.black_holed():
+        started = time.monotonic()
+        channel.close()  # a polite close: channel.close and connection.close, each waits for its close-ok
+        closed = time.monotonic() - started
+    print(f"\nclosing a kept connection into a black hole took {closed:.2f} s")
+    assert closed < channel.socket_timeout + 0.5, closed  # type: ignore[attr-defined]
+
+
 # -- black hole, consume side -----------------------------------------------------------------------------
 
 

@@ -36,7 +36,13 @@ TOP_LEVEL_KEYS = frozenset(
         "TRANSACTION_INTERNALS",
     }
 )
-TENANCY_KEYS = frozenset({"HEADER", "CONNECTIONS", "DEFAULT_CONNECTION", "TENANT_APPS"})
+TENANCY_KEYS = frozenset({"HEADER", "CONNECTIONS", "DEFAULT_CONNECTION", "TENANT_APPS", "REQUEST"})
+REQUEST_KEYS = frozenset({"RESOLVER", "USER_ATTRIBUTE", "HEADER", "DOMAIN", "ATOMIC"})
+#: The request tenant resolvers ecotone_django ships (ecotone_django.middleware); the first is the default.
+USER_RESOLVER = "ecotone_django.middleware.tenant_from_user"
+SUBDOMAIN_RESOLVER = "ecotone_django.middleware.tenant_from_subdomain"
+HEADER_RESOLVER = "ecotone_django.middleware.tenant_from_header"
+BUILTIN_RESOLVERS = (USER_RESOLVER, SUBDOMAIN_RESOLVER, HEADER_RESOLVER)
 CHANNEL_KEYS = frozenset({"BACKEND", "OPTIONS"})
 RETRY_KEYS = frozenset({"MAX_ATTEMPTS", "BACKOFF_SECONDS", "MULTIPLIER", "MAX_BACKOFF_SECONDS"})
 WORKER_KEYS = frozenset({"POLL_INTERVAL", "BATCH_SIZE", "CLAIM_SIZE", "SLOW_AFTER_FAILURES", "RELAY_INTERVAL"})
@@ -47,11 +53,23 @@ TRANSACTION_INTERNALS_CHOICES = ("auto", "use", "avoid")
 
 
 @dataclass(frozen=True)
+class RequestConfig:
+    """How ``ecotone_django.middleware.TenantMiddleware`` finds a request's tenant (``TENANCY["REQUEST"]``)."""
+
+    resolver: str = USER_RESOLVER  # dotted path to a callable(request) -> tenant name or None
+    user_attribute: str = "tenant"  # tenant_from_user: a dotted attribute path on request.user
+    header: str | None = None  # tenant_from_header: the HTTP header; None keeps that resolver off
+    domain: str | None = None  # tenant_from_subdomain: the parent domain, e.g. "shop.example.com"
+    atomic: bool = False  # wrap each request in a transaction on the tenant's database
+
+
+@dataclass(frozen=True)
 class TenancyConfig:
     header: str = "tenant"
     connections: Mapping[str, str] = field(default_factory=dict)
     default_connection: str = "default"
     tenant_apps: frozenset[str] = frozenset()
+    request: RequestConfig = field(default_factory=RequestConfig)
 
     def alias_for(self, tenant: str | None) -> str:
         """The DATABASES alias of ``tenant``; every unmapped tenant gets the default connection."""
@@ -159,7 +177,30 @@ def _parse_tenancy(raw: Any) -> TenancyConfig | None:
     apps = raw.get("TENANT_APPS", [])
     if isinstance(apps, str) or not all(isinstance(a, str) for a in apps):
         raise ConfigurationError('ECOTONE["TENANCY"]["TENANT_APPS"] must be a list of app labels')
-    return TenancyConfig(header, connections, default, frozenset(apps))
+    return TenancyConfig(header, connections, default, frozenset(apps), _parse_request(raw.get("REQUEST", {})))
+
+
+def _parse_request(raw: Any) -> RequestConfig:
+    where = 'ECOTONE["TENANCY"]["REQUEST"]'
+    raw = _mapping(raw, where)
+    _reject_unknown(raw, REQUEST_KEYS, where)
+    values: dict[str, Any] = {}
+    for key, name, optional in (
+        ("RESOLVER", "resolver", False),
+        ("USER_ATTRIBUTE", "user_attribute", False),
+        ("HEADER", "header", True),
+        ("DOMAIN", "domain", True),
+    ):
+        if key in raw:
+            value = raw[key]
+            if not (isinstance(value, str) and value) and not (optional and value is None):
+                raise ConfigurationError(f"{where}[{key!r}] must be a non-empty string, got {value!r}")
+            values[name] = value
+    if "ATOMIC" in raw:
+        if not isinstance(raw["ATOMIC"], bool):
+            raise ConfigurationError(f"{where}['ATOMIC'] must be True or False, got {raw['ATOMIC']!r}")
+        values["atomic"] = raw["ATOMIC"]
+    return RequestConfig(**values)
 
 
 def _parse_channels(raw: Any) -> dict[str, ChannelConfig]:

@@ -75,6 +75,10 @@ class MissingTenantError(MessageError):
     """Tenancy is configured but the message carries no tenant header."""
 
 
+class TenantTransactionError(MessageError):
+    """A message is sent inside a transaction on another database than its tenant's: it would escape a rollback."""
+
+
 class MessageTooLargeError(MessageError):
     """The encoded message is larger than ECOTONE["MAX_MESSAGE_BYTES"]."""
 

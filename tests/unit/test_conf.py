@@ -117,7 +117,7 @@ def test_inbox_retention_accepts_a_timedelta() -> None:
             {"TENANCY": {"HEADERS": "tenant"}},
             'ECOTONE["TENANCY"]',
             "'HEADERS' (did you mean 'HEADER'?)",
-            "CONNECTIONS, DEFAULT_CONNECTION, HEADER, TENANT_APPS",
+            "CONNECTIONS, DEFAULT_CONNECTION, HEADER, REQUEST, TENANT_APPS",
         ),
         (
             {"CHANNELS": {"orders": {"BACKEND": "x.Y", "OPTION": {}}}},

@@ -28,6 +28,7 @@ from .messages import CAUSATION_ID, CORRELATION_ID, TIMESTAMP, Envelope, message
 from .outbox import enqueue
 from .registry import Registry
 from .sagas import handle_saga_message
+from .schema import migrate_hint
 from .signals import message_sent
 from .tenancy import alias_for, current_tenant, tenant_context, tenant_of
 from .transactions import check_send_transaction
@@ -142,10 +143,11 @@ def _dispatch(
             raise InvalidMetadataError(
                 f"{handler.id} is synchronous; a delayed message needs @asynchronous or ECOTONE['DEFAULT_CHANNEL']"
             )
-        enqueue(_with_payload(envelope, message), handler, channel, delay_at)
+        with migrate_hint(alias_for(tenant_of(envelope))):  # an unmigrated tenant database: say how to fix it
+            enqueue(_with_payload(envelope, message), handler, channel, delay_at)
         return None
     alias = alias_for(tenant_of(envelope))
-    with transaction.atomic(using=alias):
+    with migrate_hint(alias), transaction.atomic(using=alias):
         return invoke(handler, message, envelope, registry)
 
 

@@ -19,9 +19,9 @@ from django.conf import settings
 from django.test import RequestFactory, override_settings
 
 from ecotone_django.conf import parse_config
-from ecotone_django.middleware import TenantMiddleware
 from ecotone_django.declarations import command_handler
 from ecotone_django.handlers import build_handler
+from ecotone_django.middleware import TenantMiddleware
 from ecotone_django.registry import Registry
 from ecotone_django.testing import MessagingHarness, use_registry
 from tests.testapp.models import Record

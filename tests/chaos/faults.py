@@ -32,7 +32,7 @@ import psycopg
 from tests.helpers.processes import ManagedProcess, spawn_manage, wait_for
 
 #: What ``consume_channel`` prints once it is set up and about to consume.
-READY_MARK = "(pid ready)"
+READY_MARK = "ready: consuming "
 
 
 class Fault(enum.StrEnum):

@@ -44,5 +44,7 @@ elif CASE == "misspelt_top_level_key":
     ECOTONE["CHANELS"] = ECOTONE.pop("CHANNELS")
 elif CASE == "tenant_header_case":
     ECOTONE["CHANNELS"]["orders"] = {**ORDERS, "OPTIONS": {**ORDERS["OPTIONS"], "header": "Tenant"}}
+elif CASE == "handler_without_annotation":
+    ECOTONE["HANDLER_MODULES"] = [*ECOTONE["HANDLER_MODULES"], "tests.checkproject.handlers_unannotated"]
 elif CASE:
     raise RuntimeError(f"unknown ECOTONE_CHECK_CASE {CASE!r}")

@@ -14,7 +14,12 @@ USE_TZ = True
 ROOT_URLCONF = "tests.checkproject.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "ecotone_django"]
-DATABASES = {alias: {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"} for alias in ("default", "big_corp")}
+# ECOTONE_CHECK_DB_DIR: SQLite files there (tests that migrate, run workers, send); else in memory.
+DB_DIR = os.environ.get("ECOTONE_CHECK_DB_DIR")
+DATABASES = {
+    alias: {"ENGINE": "django.db.backends.sqlite3", "NAME": f"{DB_DIR}/{alias}.sqlite3" if DB_DIR else ":memory:"}
+    for alias in ("default", "big_corp")
+}
 DATABASE_ROUTERS = ["ecotone_django.routers.TenantRouter"]
 
 DATABASE_CHANNEL = {"BACKEND": "ecotone_django.channels.DatabaseChannel"}

@@ -13,9 +13,9 @@ from tests.integration.conftest import ALL_DATABASES
 
 @pytest.mark.django_db(databases=ALL_DATABASES)
 def test_a_missing_table_becomes_an_error_naming_the_migrate_command() -> None:
-    with pytest.raises(UnmigratedDatabaseError, match=r"run `python manage\.py migrate --database big_corp`$"):
-        with migrate_hint("big_corp"), transaction.atomic(using="big_corp"):
-            connections["big_corp"].cursor().execute("SELECT 1 FROM ecotone_no_such_table")
+    named = pytest.raises(UnmigratedDatabaseError, match=r"run `python manage\.py migrate --database big_corp`$")
+    with named, migrate_hint("big_corp"), transaction.atomic(using="big_corp"):
+        connections["big_corp"].cursor().execute("SELECT 1 FROM ecotone_no_such_table")
 
 
 @pytest.mark.django_db(databases=ALL_DATABASES)

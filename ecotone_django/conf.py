@@ -10,7 +10,8 @@ registry) reset it with a ``setting_changed`` receiver of their own.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -44,7 +45,7 @@ SUBDOMAIN_RESOLVER = "ecotone_django.middleware.tenant_from_subdomain"
 HEADER_RESOLVER = "ecotone_django.middleware.tenant_from_header"
 BUILTIN_RESOLVERS = (USER_RESOLVER, SUBDOMAIN_RESOLVER, HEADER_RESOLVER)
 CHANNEL_KEYS = frozenset({"BACKEND", "OPTIONS"})
-RETRY_KEYS = frozenset({"MAX_ATTEMPTS", "BACKOFF_SECONDS", "MULTIPLIER", "MAX_BACKOFF_SECONDS"})
+RETRY_KEYS = frozenset({"MAX_ATTEMPTS", "BACKOFF_SECONDS", "MULTIPLIER", "MAX_BACKOFF_SECONDS", "JITTER"})
 WORKER_KEYS = frozenset({"POLL_INTERVAL", "BATCH_SIZE", "CLAIM_SIZE", "SLOW_AFTER_FAILURES", "RELAY_INTERVAL"})
 SAGA_NOT_FOUND_CHOICES = ("drop", "raise")
 #: Whether to read Django's private transaction state (see ecotone_django.transactions): "auto" where it
@@ -97,11 +98,17 @@ class RetryConfig:
     backoff_seconds: float = 1.0
     multiplier: float = 2.0
     max_backoff_seconds: float = 300.0
+    jitter: float = 0.5  # up to this fraction of a delay is taken off at random
 
     def backoff(self, attempt: int) -> timedelta:
-        """Delay before attempt ``attempt + 1`` after ``attempt`` failed attempts (1-based)."""
+        """The longest delay before attempt ``attempt + 1`` after ``attempt`` failed attempts (1-based)."""
         seconds = self.backoff_seconds * self.multiplier ** max(attempt - 1, 0)
         return timedelta(seconds=min(seconds, self.max_backoff_seconds))
+
+    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> timedelta:
+        """:meth:`backoff` less a random part of up to ``jitter`` of it: the messages that failed together in
+        one outage come back spread over that span instead of all at the same instant."""
+        return self.backoff(attempt) * (1 - self.jitter * rand())
 
 
 @dataclass(frozen=True)
@@ -226,7 +233,15 @@ def _parse_retry(raw: Any) -> RetryConfig:
         backoff_seconds=_number(raw.get("BACKOFF_SECONDS", d.backoff_seconds), "RETRY.BACKOFF_SECONDS"),
         multiplier=_number(raw.get("MULTIPLIER", d.multiplier), "RETRY.MULTIPLIER", minimum=1),
         max_backoff_seconds=_number(raw.get("MAX_BACKOFF_SECONDS", d.max_backoff_seconds), "RETRY.MAX_BACKOFF_SECONDS"),
+        jitter=_fraction(raw.get("JITTER", d.jitter), "RETRY.JITTER"),
     )
+
+
+def _fraction(value: Any, where: str) -> float:
+    number = _number(value, where)
+    if number > 1:
+        raise ConfigurationError(f"{where} must be a fraction from 0 to 1, got {value!r}")
+    return float(number)
 
 
 def _parse_worker(raw: Any) -> WorkerConfig:

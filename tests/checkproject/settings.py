@@ -51,5 +51,22 @@ elif CASE == "tenant_header_case":
     ECOTONE["CHANNELS"]["orders"] = {**ORDERS, "OPTIONS": {**ORDERS["OPTIONS"], "header": "Tenant"}}
 elif CASE == "handler_without_annotation":
     ECOTONE["HANDLER_MODULES"] = [*ECOTONE["HANDLER_MODULES"], "tests.checkproject.handlers_unannotated"]
+elif CASE == "tenant_apps_typo":
+    ECOTONE["TENANCY"]["TENANT_APPS"] = ["contenttype"]
+elif CASE == "connection_alias_typo":
+    ECOTONE["TENANCY"]["CONNECTIONS"] = {"big_corp": "bigcorp"}
+elif CASE == "celery_app_typo":
+    ECOTONE["CHANNELS"]["orders_premium"] = {"BACKEND": "ecotone_django.channels.CeleryChannel"}
+    ECOTONE["CELERY_APP"] = "tests.checkproject.celery_app.ap"
+elif CASE == "resolver_typo":
+    ECOTONE["TENANCY"]["REQUEST"] = {"RESOLVER": "ecotone_django.middleware.tenant_from_usr"}
+elif CASE == "header_resolver_without_header":
+    ECOTONE["TENANCY"]["REQUEST"] = {"RESOLVER": "ecotone_django.middleware.tenant_from_header"}
+elif CASE == "middleware_before_authentication":
+    MIDDLEWARE = [
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "ecotone_django.middleware.TenantMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+    ]
 elif CASE:
     raise RuntimeError(f"unknown ECOTONE_CHECK_CASE {CASE!r}")

@@ -55,3 +55,18 @@ def dead_letter() -> None:
     if outcome["error"] == "":
         replayed = replay(DeadLetter.objects.using("big_corp").get(), "big_corp").channel
     print(json.dumps({"reject": outcome, "letters": letters, "replayed": replayed}))
+
+
+def celery_task() -> None:
+    """Celery's own worker running a big_corp message: the task is rejected and requeued, not failed (and acked)."""
+    from celery.exceptions import Reject
+
+    from ecotone_django.tasks import handle
+
+    envelope = Envelope("tests.checkproject.handlers.PlaceOrder", {"order_id": "o-4"}, {"tenant": "big_corp"})
+    try:
+        handle.run(envelope.encode(), "tests.checkproject.handlers.place_order", "orders_premium", 0)
+    except Reject as exc:
+        print(json.dumps({"rejected": str(exc.reason), "requeue": exc.requeue}))
+        return
+    print(json.dumps({"rejected": "", "requeue": None}))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import urlparse
 
 SECRET_KEY = "ecotone-check-project-not-secret"
 DEBUG = False
@@ -15,11 +16,26 @@ ROOT_URLCONF = "tests.checkproject.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "ecotone_django"]
 # ECOTONE_CHECK_DB_DIR: SQLite files there (tests that migrate, run workers, send); else in memory.
+# ECOTONE_CHECK_PG_PREFIX: PostgreSQL databases <prefix>_<alias> on POSTGRES_URL instead (the test creates them).
 DB_DIR = os.environ.get("ECOTONE_CHECK_DB_DIR")
-DATABASES = {
+PG_PREFIX = os.environ.get("ECOTONE_CHECK_PG_PREFIX")
+DATABASES: dict[str, dict[str, Any]] = {
     alias: {"ENGINE": "django.db.backends.sqlite3", "NAME": f"{DB_DIR}/{alias}.sqlite3" if DB_DIR else ":memory:"}
     for alias in ("default", "big_corp")
 }
+if PG_PREFIX:
+    _pg = urlparse(os.environ.get("POSTGRES_URL") or "postgres://postgres@127.0.0.1:5432/postgres")
+    DATABASES = {
+        alias: {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": f"{PG_PREFIX}_{alias}",
+            "USER": _pg.username or "postgres",
+            "PASSWORD": _pg.password or "",
+            "HOST": _pg.hostname or "127.0.0.1",
+            "PORT": _pg.port or 5432,
+        }
+        for alias in DATABASES
+    }
 DATABASE_ROUTERS = ["ecotone_django.routers.TenantRouter"]
 
 DATABASE_CHANNEL = {"BACKEND": "ecotone_django.channels.DatabaseChannel"}

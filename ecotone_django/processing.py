@@ -207,13 +207,13 @@ def process(delivery: Delivery, *, fallback_alias: str) -> Outcome:
 def reject(delivery: Delivery, reason: str, exc: BaseException) -> None:
     """Dead-letter a delivery the transport could not read, or that failed unexpectedly.
 
-    A delivery whose tenant is known goes to that tenant's database, never another's: if that database
-    cannot take it (not migrated), :class:`~ecotone_django.exceptions.UnmigratedDatabaseError` says so
-    and the caller requeues the message. Only a delivery with no readable envelope goes to the default
-    database.
+    A delivery the transport refused (``delivery.error``: unreadable, not ours, not trusted) goes to the
+    default database. One that failed unexpectedly goes to its tenant's database, never another's: if that
+    database cannot take it (not migrated), :class:`~ecotone_django.exceptions.UnmigratedDatabaseError`
+    says so and the caller requeues the message.
     """
     envelope = delivery.envelope
-    alias = database_of(delivery, alias_for(None))
+    alias = alias_for(None) if delivery.error is not None else database_of(delivery, alias_for(None))
     with migrate_hint(alias):
         dead_letter(
             alias,

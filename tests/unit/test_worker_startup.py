@@ -119,6 +119,17 @@ def test_a_worker_refuses_an_unknown_channel_in_one_line(project: Project) -> No
     assert "'ordres'" in lines[0] and "did you mean 'orders'?" in lines[0], lines
 
 
+def test_a_worker_refuses_a_celery_app_that_does_not_import(project: Project) -> None:
+    manage(project, "migrate", "-v0")
+    manage(project, "migrate", "-v0", "--database", "big_corp")
+    args = ("consume_channel", "orders", "--stop-when-empty", "--skip-checks")
+    lines = refused(manage(project, *args, case="celery_app_typo"))
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(
+        "CommandError: CeleryChannel 'orders_premium': cannot import Celery app 'tests.checkproject.celery_app.ap'"
+    ), lines
+
+
 @pytest.mark.parametrize("skip_checks", [False, True])
 def test_a_worker_refuses_handlers_that_do_not_load_naming_the_module(project: Project, skip_checks: bool) -> None:
     args = ["consume_channel", "orders", "--stop-when-empty", *(["--skip-checks"] if skip_checks else [])]

@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
 from ...channels import channels
+from ...channels.celery import CeleryChannel
 from ...discovery import get_registry
 from ...exceptions import ConfigurationError
 from ...schema import migrate_command, unapplied_migrations
@@ -88,6 +89,12 @@ class Command(BaseCommand):
         except ConfigurationError as exc:
             raise CommandError(str(exc)) from exc
         problems = []
+        for broker in worker.broker_channels:
+            if isinstance(broker, CeleryChannel):
+                try:
+                    broker.profile  # noqa: B018 - imports the Celery app, picks the transport of its broker_url
+                except ConfigurationError as exc:
+                    problems.append(str(exc))
         for alias in worker.aliases:
             try:
                 missing = unapplied_migrations(alias)

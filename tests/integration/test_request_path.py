@@ -119,9 +119,11 @@ def test_a_broker_message_of_a_view_that_rolls_back_is_never_published(client: C
 
 
 @pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)
-def test_a_send_in_a_transaction_on_another_database_is_refused_naming_both(client: Client) -> None:
+@pytest.mark.parametrize("internals", ["auto", "avoid"])  # Django's private transaction state, or the public API
+def test_a_send_in_a_transaction_on_another_database_is_refused_naming_both(client: Client, internals: str) -> None:
     strict = Client(raise_request_exception=True)
-    with pytest.raises(TenantTransactionError) as caught:
+    ecotone = {**settings.ECOTONE, "TRANSACTION_INTERNALS": internals}
+    with pytest.raises(TenantTransactionError) as caught, override_settings(ECOTONE=ecotone):
         post(strict, "/default-atomic", "big_corp", name="escaping")
     text = str(caught.value)
     assert "stored in database 'big_corp', but the open transaction is on 'default'" in text

@@ -28,8 +28,10 @@ from .messages import CAUSATION_ID, CORRELATION_ID, TIMESTAMP, Envelope, message
 from .outbox import enqueue
 from .registry import Registry
 from .sagas import handle_saga_message
+from .schema import migrate_hint
 from .signals import message_sent
-from .tenancy import alias_for, tenant_context, tenant_of
+from .tenancy import alias_for, current_tenant, tenant_context, tenant_of
+from .transactions import check_send_transaction
 
 __all__ = ["CommandBus", "EventBus", "QueryBus", "command_bus", "event_bus", "query_bus", "send_to_channel"]
 
@@ -68,6 +70,8 @@ def _delivery_time(metadata: Mapping[str, Any]) -> datetime | None:
 def _sent(kind: Kind, message: Any, metadata: Mapping[str, Any] | None) -> tuple[Envelope, datetime | None]:
     """:func:`build_envelope`, then announce the message (:data:`~ecotone_django.signals.message_sent`)."""
     envelope, available_at = build_envelope(message, metadata)
+    if kind is not Kind.QUERY:
+        check_send_transaction(envelope)  # a message must not escape the rollback of a transaction elsewhere
     message_sent.send(sender=kind, message=message, envelope=envelope)
     return envelope, available_at
 
@@ -93,6 +97,8 @@ def build_envelope(message: Any, metadata: Mapping[str, Any] | None) -> tuple[En
         headers[CORRELATION_ID] = parent.headers.get(CORRELATION_ID, parent.id)
         headers[CAUSATION_ID] = parent.id
     headers.update({k: v for k, v in metadata.items() if k not in RESERVED_METADATA})
+    if tenancy is not None and current_tenant() is not None:  # a request's tenant (TenantMiddleware)
+        headers.setdefault(tenancy.header, current_tenant())
     headers.setdefault(CORRELATION_ID, message_id)
     headers[TIMESTAMP] = now().isoformat()
     if tenancy is not None and headers.get(tenancy.header) in (None, ""):
@@ -137,10 +143,11 @@ def _dispatch(
             raise InvalidMetadataError(
                 f"{handler.id} is synchronous; a delayed message needs @asynchronous or ECOTONE['DEFAULT_CHANNEL']"
             )
-        enqueue(_with_payload(envelope, message), handler, channel, delay_at)
+        with migrate_hint(alias_for(tenant_of(envelope))):  # an unmigrated tenant database: say how to fix it
+            enqueue(_with_payload(envelope, message), handler, channel, delay_at)
         return None
     alias = alias_for(tenant_of(envelope))
-    with transaction.atomic(using=alias):
+    with migrate_hint(alias), transaction.atomic(using=alias):
         return invoke(handler, message, envelope, registry)
 
 

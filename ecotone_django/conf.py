@@ -10,7 +10,8 @@ registry) reset it with a ``setting_changed`` receiver of their own.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -36,9 +37,15 @@ TOP_LEVEL_KEYS = frozenset(
         "TRANSACTION_INTERNALS",
     }
 )
-TENANCY_KEYS = frozenset({"HEADER", "CONNECTIONS", "DEFAULT_CONNECTION", "TENANT_APPS"})
+TENANCY_KEYS = frozenset({"HEADER", "CONNECTIONS", "DEFAULT_CONNECTION", "TENANT_APPS", "REQUEST"})
+REQUEST_KEYS = frozenset({"RESOLVER", "USER_ATTRIBUTE", "HEADER", "DOMAIN", "ATOMIC"})
+#: The request tenant resolvers ecotone_django ships (ecotone_django.middleware); the first is the default.
+USER_RESOLVER = "ecotone_django.middleware.tenant_from_user"
+SUBDOMAIN_RESOLVER = "ecotone_django.middleware.tenant_from_subdomain"
+HEADER_RESOLVER = "ecotone_django.middleware.tenant_from_header"
+BUILTIN_RESOLVERS = (USER_RESOLVER, SUBDOMAIN_RESOLVER, HEADER_RESOLVER)
 CHANNEL_KEYS = frozenset({"BACKEND", "OPTIONS"})
-RETRY_KEYS = frozenset({"MAX_ATTEMPTS", "BACKOFF_SECONDS", "MULTIPLIER", "MAX_BACKOFF_SECONDS"})
+RETRY_KEYS = frozenset({"MAX_ATTEMPTS", "BACKOFF_SECONDS", "MULTIPLIER", "MAX_BACKOFF_SECONDS", "JITTER"})
 WORKER_KEYS = frozenset({"POLL_INTERVAL", "BATCH_SIZE", "CLAIM_SIZE", "SLOW_AFTER_FAILURES", "RELAY_INTERVAL"})
 SAGA_NOT_FOUND_CHOICES = ("drop", "raise")
 #: Whether to read Django's private transaction state (see ecotone_django.transactions): "auto" where it
@@ -47,11 +54,23 @@ TRANSACTION_INTERNALS_CHOICES = ("auto", "use", "avoid")
 
 
 @dataclass(frozen=True)
+class RequestConfig:
+    """How ``ecotone_django.middleware.TenantMiddleware`` finds a request's tenant (``TENANCY["REQUEST"]``)."""
+
+    resolver: str = USER_RESOLVER  # dotted path to a callable(request) -> tenant name or None
+    user_attribute: str = "tenant"  # tenant_from_user: a dotted attribute path on request.user
+    header: str | None = None  # tenant_from_header: the HTTP header; None keeps that resolver off
+    domain: str | None = None  # tenant_from_subdomain: the parent domain, e.g. "shop.example.com"
+    atomic: bool = False  # wrap each request in a transaction on the tenant's database
+
+
+@dataclass(frozen=True)
 class TenancyConfig:
     header: str = "tenant"
     connections: Mapping[str, str] = field(default_factory=dict)
     default_connection: str = "default"
     tenant_apps: frozenset[str] = frozenset()
+    request: RequestConfig = field(default_factory=RequestConfig)
 
     def alias_for(self, tenant: str | None) -> str:
         """The DATABASES alias of ``tenant``; every unmapped tenant gets the default connection."""
@@ -79,11 +98,17 @@ class RetryConfig:
     backoff_seconds: float = 1.0
     multiplier: float = 2.0
     max_backoff_seconds: float = 300.0
+    jitter: float = 0.5  # up to this fraction of a delay is taken off at random
 
     def backoff(self, attempt: int) -> timedelta:
-        """Delay before attempt ``attempt + 1`` after ``attempt`` failed attempts (1-based)."""
+        """The longest delay before attempt ``attempt + 1`` after ``attempt`` failed attempts (1-based)."""
         seconds = self.backoff_seconds * self.multiplier ** max(attempt - 1, 0)
         return timedelta(seconds=min(seconds, self.max_backoff_seconds))
+
+    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> timedelta:
+        """:meth:`backoff` less a random part of up to ``jitter`` of it: the messages that failed together in
+        one outage come back spread over that span instead of all at the same instant."""
+        return self.backoff(attempt) * (1 - self.jitter * rand())
 
 
 @dataclass(frozen=True)
@@ -159,7 +184,30 @@ def _parse_tenancy(raw: Any) -> TenancyConfig | None:
     apps = raw.get("TENANT_APPS", [])
     if isinstance(apps, str) or not all(isinstance(a, str) for a in apps):
         raise ConfigurationError('ECOTONE["TENANCY"]["TENANT_APPS"] must be a list of app labels')
-    return TenancyConfig(header, connections, default, frozenset(apps))
+    return TenancyConfig(header, connections, default, frozenset(apps), _parse_request(raw.get("REQUEST", {})))
+
+
+def _parse_request(raw: Any) -> RequestConfig:
+    where = 'ECOTONE["TENANCY"]["REQUEST"]'
+    raw = _mapping(raw, where)
+    _reject_unknown(raw, REQUEST_KEYS, where)
+    values: dict[str, Any] = {}
+    for key, name, optional in (
+        ("RESOLVER", "resolver", False),
+        ("USER_ATTRIBUTE", "user_attribute", False),
+        ("HEADER", "header", True),
+        ("DOMAIN", "domain", True),
+    ):
+        if key in raw:
+            value = raw[key]
+            if not (isinstance(value, str) and value) and not (optional and value is None):
+                raise ConfigurationError(f"{where}[{key!r}] must be a non-empty string, got {value!r}")
+            values[name] = value
+    if "ATOMIC" in raw:
+        if not isinstance(raw["ATOMIC"], bool):
+            raise ConfigurationError(f"{where}['ATOMIC'] must be True or False, got {raw['ATOMIC']!r}")
+        values["atomic"] = raw["ATOMIC"]
+    return RequestConfig(**values)
 
 
 def _parse_channels(raw: Any) -> dict[str, ChannelConfig]:
@@ -185,7 +233,15 @@ def _parse_retry(raw: Any) -> RetryConfig:
         backoff_seconds=_number(raw.get("BACKOFF_SECONDS", d.backoff_seconds), "RETRY.BACKOFF_SECONDS"),
         multiplier=_number(raw.get("MULTIPLIER", d.multiplier), "RETRY.MULTIPLIER", minimum=1),
         max_backoff_seconds=_number(raw.get("MAX_BACKOFF_SECONDS", d.max_backoff_seconds), "RETRY.MAX_BACKOFF_SECONDS"),
+        jitter=_fraction(raw.get("JITTER", d.jitter), "RETRY.JITTER"),
     )
+
+
+def _fraction(value: Any, where: str) -> float:
+    number = _number(value, where)
+    if number > 1:
+        raise ConfigurationError(f"{where} must be a fraction from 0 to 1, got {value!r}")
+    return float(number)
 
 
 def _parse_worker(raw: Any) -> WorkerConfig:

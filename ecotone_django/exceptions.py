@@ -10,6 +10,7 @@ import difflib
 from collections.abc import Iterable
 
 from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError
 
 
 def did_you_mean(word: object, choices: Iterable[str]) -> str:
@@ -73,6 +74,14 @@ class NoHandlerError(MessageError):
 
 class MissingTenantError(MessageError):
     """Tenancy is configured but the message carries no tenant header."""
+
+
+class UnmigratedDatabaseError(EcotoneError, DatabaseError):
+    """A database lacks ecotone_django's tables: run ``manage.py migrate --database ALIAS``."""
+
+
+class TenantTransactionError(MessageError):
+    """A message is sent inside a transaction on another database than its tenant's: it would escape a rollback."""
 
 
 class MessageTooLargeError(MessageError):

@@ -137,7 +137,8 @@ def build_handler(obj: Any, *, module: str, qualname: str, owner: type | None) -
         binding = Binding.STATIC
     else:
         binding = Binding.INSTANCE
-    message_type, params = _param_plan(func, qualname, skip_first=binding in (Binding.INSTANCE, Binding.CLASS))
+    skip_first = binding in (Binding.INSTANCE, Binding.CLASS)
+    message_type, params = _param_plan(func, f"{module}.{qualname}", skip_first=skip_first)  # errors name the module
     if spec.kind != Kind.INTERNAL and message_type is None:
         raise HandlerDeclarationError(f"{module}.{qualname}: annotate the first parameter with the message class")
     channel = spec.channel or (getattr(owner, CLASS_CHANNEL_ATTR, None) if owner else None)

@@ -29,6 +29,7 @@ from .handlers import Handler
 from .messages import Envelope
 from .registry import Registry
 from .retry import describe, schedule_retry
+from .schema import migrate_hint
 from .storage import inbox
 from .storage.dead_letters import dead_letter, safe_text
 from .tenancy import alias_for, tenant_of
@@ -204,12 +205,24 @@ def process(delivery: Delivery, *, fallback_alias: str) -> Outcome:
 
 
 def reject(delivery: Delivery, reason: str, exc: BaseException) -> None:
-    """Dead-letter a delivery the transport could not read, or that failed unexpectedly, in the default database."""
-    dead_letter(
-        alias_for(None),
-        reason=reason[:255],
-        body=safe_text(delivery.body),
-        exc=exc,
-        channel=delivery.channel,
-        handler_id=delivery.handler_id[:255],
-    )
+    """Dead-letter a delivery the transport could not read, or that failed unexpectedly.
+
+    A delivery the transport refused (``delivery.error``: unreadable, not ours, not trusted) goes to the
+    default database. One that failed unexpectedly goes to its tenant's database, never another's: if that
+    database cannot take it (not migrated), :class:`~ecotone_django.exceptions.UnmigratedDatabaseError`
+    says so and the caller requeues the message.
+    """
+    envelope = delivery.envelope
+    alias = alias_for(None) if delivery.error is not None else database_of(delivery, alias_for(None))
+    with migrate_hint(alias):
+        dead_letter(
+            alias,
+            reason=reason[:255],
+            body=safe_text(delivery.body),
+            exc=exc,
+            envelope=envelope,
+            channel=delivery.channel,
+            handler_id=delivery.handler_id[:255],
+            attempts=delivery.attempts,
+            tenant=tenant_of(envelope) if envelope is not None else None,
+        )

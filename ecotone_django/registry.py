@@ -68,7 +68,10 @@ class Registry:
     def single(self, cls: type, kind: Kind | str) -> Handler:
         handlers = self.for_message(cls, kind)
         if not handlers:
-            raise NoHandlerError(f"no {kind} handler is registered for {message_name(cls)}")
+            raise NoHandlerError(
+                f"no {kind} handler is registered for {message_name(cls)}; is the module that defines it named "
+                "messaging.py in an installed app, or listed in ECOTONE['HANDLER_MODULES']?"
+            )
         return handlers[0]
 
     def for_input_channel(self, name: str) -> list[Handler]:

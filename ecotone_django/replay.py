@@ -11,6 +11,7 @@ stays where it is.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from django.db import transaction
@@ -30,9 +31,26 @@ def _envelope(letter: DeadLetter) -> Envelope:
     try:
         return Envelope.decode(letter.body)
     except DecodeError as exc:
+        wrapped = _task_argument(letter.body)
+        if wrapped is not None:
+            return wrapped
         raise ReplayError(
             f"dead letter {letter.pk} cannot be replayed: its body is not a valid envelope ({exc})"
         ) from None
+
+
+def _task_argument(body: str) -> Envelope | None:
+    """The envelope inside a Celery task body ``[[envelope, handler, channel, attempts], {}, {...}]``.
+
+    Version 0.1 dead-lettered some broker deliveries with the task body instead of the envelope it carries.
+    """
+    try:
+        decoded = json.loads(body)
+        if isinstance(decoded, list) and decoded and isinstance(decoded[0], list) and decoded[0]:
+            return Envelope.decode(decoded[0][0]) if isinstance(decoded[0][0], str) else None
+    except (ValueError, DecodeError):
+        return None
+    return None
 
 
 def _handler(letter: DeadLetter) -> Handler:

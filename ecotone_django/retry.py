@@ -16,6 +16,6 @@ def describe(exc: BaseException) -> str:
 
 
 def schedule_retry(envelope: Envelope, handler: Handler, channel: str, attempts: int, exc: BaseException) -> None:
-    """Store the message again with ``available_at`` = now + backoff (held in the database, not the broker)."""
-    due = now() + get_config().retry.backoff(attempts)
+    """Store the message again with ``available_at`` = now + backoff with jitter (in the database, not the broker)."""
+    due = now() + get_config().retry.delay(attempts)
     enqueue(envelope, handler, channel, due, attempts=attempts, last_error=describe(exc))

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from celery import shared_task
 from celery.exceptions import Reject
-from django.db import InterfaceError, OperationalError, close_old_connections
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
 
 from .channels import Delivery
 from .channels.celery.protocol import TASK_NAME
 from .processing import process
+from .schema import is_missing_table
 from .tenancy import alias_for
 
 
@@ -31,7 +32,14 @@ def handle(envelope: str, handler_id: str, channel: str, attempts: int = 0) -> s
     close_old_connections()
     try:
         return process(Delivery(envelope, handler_id, channel, attempts), fallback_alias=alias_for(None)).value
-    except (OperationalError, InterfaceError) as exc:  # the database is unreachable: the message goes back
-        raise Reject(f"database unavailable: {exc}", requeue=True) from exc
+    except DatabaseError as exc:
+        if is_missing_table(exc):  # an unmigrated tenant database: keep the message (a failed task is acked, lost)
+            raise Reject(
+                f"a database is not migrated ({exc}); run `python manage.py migrate --database ALIAS` for it",
+                requeue=True,
+            ) from exc
+        if isinstance(exc, OperationalError | InterfaceError):  # the database is unreachable: the message goes back
+            raise Reject(f"database unavailable: {exc}", requeue=True) from exc
+        raise
     finally:
         close_old_connections()

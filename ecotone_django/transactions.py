@@ -43,9 +43,11 @@ from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from .conf import get_config
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, TenantTransactionError
+from .messages import Envelope
+from .tenancy import alias_for, tenant_of
 
-__all__ = ["HookList", "in_atomic_block", "message_block", "on_commit", "use_internals"]
+__all__ = ["HookList", "check_send_transaction", "in_atomic_block", "message_block", "on_commit", "use_internals"]
 
 logger = logging.getLogger("ecotone_django.transactions")
 
@@ -117,6 +119,40 @@ def in_atomic_block(alias: str) -> bool:
     if _usable(connection):
         return bool(connection.in_atomic_block)
     return not connection.get_autocommit()
+
+
+# ---------------------------------------------------------------------------
+# A send and the caller's transaction
+# ---------------------------------------------------------------------------
+
+
+def _in_transaction(alias: str) -> bool:
+    """Whether a transaction is open on ``alias``; never opens a connection to find out."""
+    connection = connections[alias]
+    return connection.connection is not None and in_atomic_block(alias)
+
+
+def check_send_transaction(envelope: Envelope) -> None:
+    """Refuse a send that would commit on its own while the caller's transaction is on another database.
+
+    A message is stored in its tenant's database. If the caller has a transaction open on some other
+    database (a view's ``transaction.atomic()`` on ``default`` for a tenant that has its own database)
+    and none on the tenant's, the message would commit at once and survive the caller's rollback.
+    """
+    alias = alias_for(tenant_of(envelope))
+    if _in_transaction(alias):
+        return
+    elsewhere = [
+        c.alias for c in connections.all(initialized_only=True) if c.alias != alias and _in_transaction(c.alias)
+    ]
+    if elsewhere:
+        tenant = tenant_of(envelope)
+        raise TenantTransactionError(
+            f"{envelope.type} for tenant {tenant!r} is stored in database {alias!r}, but the open transaction is on "
+            f"{', '.join(repr(a) for a in elsewhere)}: the message would commit on its own and survive a rollback "
+            f"there. Open the transaction on {alias!r}: ecotone_django.tenancy.tenant_atomic() (under "
+            f"TenantMiddleware) or transaction.atomic(using={alias!r})."
+        )
 
 
 # ---------------------------------------------------------------------------

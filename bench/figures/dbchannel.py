@@ -95,7 +95,7 @@ def _scale_round(n: int, processes: int) -> float:
             stack.enter_context(Proc.manage("consume_channel", "bench_db", "--no-relay", env=log.env)) for log in logs
         ]
         for proc in procs:
-            proc.wait_for_output("pid ready", 120)
+            proc.wait_for_output("ready: consuming ", 120)
         load_rows("default", outbox_rows(DB_ROWS, n))  # one COPY: every row due at the same instant
 
         def handled() -> int:
@@ -194,7 +194,7 @@ def db_channel_idle_wakeup(ctx: Context) -> Figure:
     def measure() -> list[float]:
         committed.clear()
         with HandlerLog() as log, Proc.manage("consume_channel", "bench_db", "--no-relay", env=log.env) as worker:
-            worker.wait_for_output("pid ready", 120)
+            worker.wait_for_output("ready: consuming ", 120)
             for seq in range(-1, n):  # seq -1 warms the worker and this process up; not counted
                 with transaction.atomic(using="default"):
                     transaction.on_commit(lambda s=seq: committed.__setitem__(s, time.time()))  # type: ignore[misc]

@@ -128,7 +128,7 @@ def _latency_rounds(
         Connection(RABBITMQ_URL) as conn,
     ):
         raw_proc.wait_for_output("ready")
-        our_proc.wait_for_output("pid ready")
+        our_proc.wait_for_output("ready: consuming ")
         producer = conn.Producer(auto_declare=False)
 
         def raw_send(seq: int) -> None:
@@ -309,7 +309,7 @@ def _single_drain(ctx: Context) -> list[NoisyPoint]:
         env = {"ECOTONE_BENCH_LAYOUT": "single", "BENCH_RSS_AT": ",".join(map(str, rss_at)), **log.env}
         first = PremiumSender(ctx, "single", 0)  # ready before the worker starts: its burst meets the whole backlog
         with first, Proc.manage("consume_channel", "bench_orders", env=env) as worker:
-            worker.wait_for_output("pid ready")
+            worker.wait_for_output("ready: consuming ")
             bursts: list[tuple[int, range]] = []
             for i, level in enumerate(levels):
                 with first if i == 0 else PremiumSender(ctx, "single", i * 100_000) as sender:

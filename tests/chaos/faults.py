@@ -35,7 +35,7 @@ from tests.helpers.processes import ManagedProcess, spawn_manage, wait_for
 from tests.helpers.tcp_proxy import TcpProxy
 
 #: What ``consume_channel`` prints once it is set up and about to consume.
-READY_MARK = "(pid ready)"
+READY_MARK = "ready: consuming "
 
 
 class Fault(enum.StrEnum):

@@ -33,7 +33,7 @@ from tests.helpers.services import require
 ALL_DATABASES = ["default", "big_corp", "enterprise_x"]
 
 #: What ``consume_channel`` prints once it is set up and about to consume.
-READY_MARK = "(pid ready)"
+READY_MARK = "ready: consuming "
 
 WorkerFactory = Callable[..., ManagedProcess]
 

@@ -274,6 +274,8 @@ def test_a_command_or_query_without_handler_is_an_error() -> None:
         command_bus.send(Unheard(), metadata=TENANT)
     with pytest.raises(NoHandlerError, match=r"no query handler is registered for tests\.unit\.test_bus\.Add"):
         query_bus.send(Add(1, 1), metadata=TENANT)
+    with pytest.raises(NoHandlerError, match=r"messaging\.py in an installed app, or listed in .*HANDLER_MODULES"):
+        command_bus.send(Unheard(), metadata=TENANT)  # where handlers are looked for
     with pytest.raises(NoHandlerError, match="no command handler"):
         command_bus.send(Shipped("o"), metadata=TENANT)  # events have subscribers, not command handlers
 

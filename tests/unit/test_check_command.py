@@ -42,7 +42,42 @@ CASES = {
         "channel 'orders' routes on the header 'Tenant' (did you mean 'tenant'?); "
         "the tenant header is 'tenant' and header names are case-sensitive",
     ),
+    "handler_without_annotation": (
+        "ecotone.E008",
+        "cannot load message handlers: tests.checkproject.handlers_unannotated.ship_order: "
+        "cannot inject parameter 'carrier'",
+    ),
+    "tenant_apps_typo": (
+        "ecotone.E011",
+        "ECOTONE['TENANCY']['TENANT_APPS'] names 'contenttype' (did you mean 'contenttypes'?), "
+        "which is not the label of an installed app",
+    ),
+    "connection_alias_typo": (
+        "ecotone.E003",
+        "tenant 'big_corp' maps to database alias 'bigcorp' (did you mean 'big_corp'?), which is not in DATABASES",
+    ),
+    "celery_app_typo": (
+        "ecotone.E007",
+        "cannot import Celery app 'tests.checkproject.celery_app.ap'",
+    ),
+    "resolver_typo": (
+        "ecotone.E012",
+        "ECOTONE['TENANCY']['REQUEST']['RESOLVER'] 'ecotone_django.middleware.tenant_from_usr' "
+        "(did you mean 'ecotone_django.middleware.tenant_from_user'?) cannot be imported",
+    ),
+    "header_resolver_without_header": (
+        "ecotone.E012",
+        "ECOTONE['TENANCY']['REQUEST']['RESOLVER'] is tenant_from_header, "
+        "but ECOTONE['TENANCY']['REQUEST']['HEADER'] is not set",
+    ),
+    "middleware_before_authentication": (
+        "ecotone.E012",
+        "ecotone_django.middleware.TenantMiddleware resolves the tenant from request.user, "
+        "but django.contrib.auth.middleware.AuthenticationMiddleware does not come before it",
+    ),
 }
+#: What the check project's celery_app_typo case must suggest as well.
+SUGGESTIONS = {"celery_app_typo": "(did you mean 'tests.checkproject.celery_app.app'?)"}
 
 
 def manage(*args: str, case: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -68,10 +103,11 @@ def test_manage_py_check_reports_the_mistake(case: str) -> None:
     assert "Traceback" not in output, output
     assert f"({check_id}) " in output, output
     assert message in output, output
+    assert SUGGESTIONS.get(case, "") in output, output
     assert "System check identified some issues" in output, output
 
 
-@pytest.mark.parametrize("case", ["misspelt_top_level_key", "unknown_asynchronous_channel"])
+@pytest.mark.parametrize("case", sorted(CASES))
 def test_runserver_refuses_to_start_with_the_mistake(case: str) -> None:
     with socket.socket() as sock:  # a free port, should the server start after all
         sock.bind(("127.0.0.1", 0))

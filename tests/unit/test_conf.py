@@ -117,7 +117,7 @@ def test_inbox_retention_accepts_a_timedelta() -> None:
             {"TENANCY": {"HEADERS": "tenant"}},
             'ECOTONE["TENANCY"]',
             "'HEADERS' (did you mean 'HEADER'?)",
-            "CONNECTIONS, DEFAULT_CONNECTION, HEADER, TENANT_APPS",
+            "CONNECTIONS, DEFAULT_CONNECTION, HEADER, REQUEST, TENANT_APPS",
         ),
         (
             {"CHANNELS": {"orders": {"BACKEND": "x.Y", "OPTION": {}}}},
@@ -129,7 +129,7 @@ def test_inbox_retention_accepts_a_timedelta() -> None:
             {"RETRY": {"MAX_ATTEMPT": 3}},
             'ECOTONE["RETRY"]',
             "'MAX_ATTEMPT' (did you mean 'MAX_ATTEMPTS'?)",
-            "BACKOFF_SECONDS, MAX_ATTEMPTS, MAX_BACKOFF_SECONDS, MULTIPLIER",
+            "BACKOFF_SECONDS, JITTER, MAX_ATTEMPTS, MAX_BACKOFF_SECONDS, MULTIPLIER",
         ),
         (
             {"WORKER": {"POLL": 1, "BATCH": 2}},
@@ -238,6 +238,24 @@ def test_backoff_with_fractional_base_and_constant_multiplier() -> None:
 def test_default_backoff() -> None:
     retry = parse_config({}).retry
     assert [retry.backoff(n).total_seconds() for n in (1, 2, 9, 10)] == [1, 2, 256, 300]
+
+
+def test_a_retry_delay_takes_a_random_part_of_up_to_jitter_off_the_backoff() -> None:
+    retry = RetryConfig(backoff_seconds=60, multiplier=1, jitter=0.5)
+    assert retry.delay(1, rand=lambda: 0.0) == timedelta(seconds=60)
+    assert retry.delay(1, rand=lambda: 1.0) == timedelta(seconds=30)
+    delays = [retry.delay(1).total_seconds() for _ in range(1000)]
+    assert all(30 <= d <= 60 for d in delays)
+    assert len(set(delays)) > 990, "one outage's failures must not all come back at the same instant"
+    assert max(delays) - min(delays) > 25
+    assert parse_config({}).retry.jitter == 0.5
+    assert {RetryConfig(backoff_seconds=60, jitter=0).delay(1) for _ in range(50)} == {timedelta(seconds=60)}
+
+
+@pytest.mark.parametrize("jitter", [-0.1, 1.5, "half", True])
+def test_jitter_is_a_fraction(jitter: Any) -> None:
+    with pytest.raises(ConfigurationError, match=r"RETRY\.JITTER"):
+        parse_config({"RETRY": {"JITTER": jitter}})
 
 
 # --- get_config ---------------------------------------------------------------------------------------------

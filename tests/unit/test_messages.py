@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from ecotone_django import messages
 from ecotone_django.exceptions import DecodeError
 from ecotone_django.messages import Envelope, message_name, uuid7
 
@@ -180,6 +182,35 @@ def test_uuid7_is_time_ordered_across_a_thousand_ids() -> None:
     assert len(set(ids)) == 1000
     # Sorting the text form sorts by time too (what a database index on message_id sees).
     assert [str(v)[:13] for v in ids] == sorted(str(v)[:13] for v in ids)
+
+
+def test_uuid7_is_strictly_increasing_within_a_millisecond() -> None:
+    ids = [uuid7() for _ in range(20_000)]
+    assert [v.int for v in ids] == sorted({v.int for v in ids}), "every id is greater than the one before"
+    assert [str(v) for v in ids] == sorted(str(v) for v in ids)
+    per_millis = Counter(v.int >> 80 for v in ids)
+    assert max(per_millis.values()) > 1, "the test made several ids in one millisecond"
+
+
+def test_uuid7_stays_increasing_when_the_clock_steps_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    first = uuid7()
+    monkeypatch.setattr(messages, "_stdlib_uuid7", None)  # the counter method, also on Python >= 3.14
+    monkeypatch.setattr(messages, "_last_millis", messages._last_millis)
+    monkeypatch.setattr(messages.time, "time_ns", lambda: ((first.int >> 80) - 5_000) * 1_000_000)
+    later = [messages.uuid7() for _ in range(100)]
+    assert [v.int for v in later] == sorted({v.int for v in later}) and later[0].int > first.int
+    assert {v.int >> 80 for v in later} == {first.int >> 80}, "the timestamp never goes back"
+
+
+def test_uuid7_borrows_the_next_millisecond_when_its_counter_is_spent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(messages, "_stdlib_uuid7", None)
+    monkeypatch.setattr(messages, "_last_millis", messages._last_millis)  # restored after the test
+    monkeypatch.setattr(messages.time, "time_ns", lambda: 4_000_000_000_000 * 1_000_000)
+    before = messages.uuid7()
+    monkeypatch.setattr(messages, "_counter", messages._COUNTER_MAX)
+    after = messages.uuid7()
+    assert after.int > before.int and after.int >> 80 == (before.int >> 80) + 1
+    assert (after.version, after.variant) == (7, uuid.RFC_4122)
 
 
 def test_uuid7_random_bits_differ_within_one_millisecond() -> None:

@@ -32,16 +32,19 @@ def protocol2_message(
 ) -> tuple[dict[str, Any], str]:
     """Celery protocol-2 headers and JSON body for ``task(*args)``, as a Celery worker reads them.
 
-    ``apply_async`` also sends every optional header with its default (``eta``, ``expires``, ``group``,
-    ``timelimit``, ``retries`` …, mostly ``None``); a worker reads those with defaults, so they are left
-    out. Each would cost encoding into the AMQP header table on publish and decoding on every consume,
-    in pure Python (py-amqp).
+    Every header the protocol definition lists without "optional" is sent: ``parent_id`` and ``group`` as
+    ``None`` (a task sent from outside any task, in no group), as ``apply_async`` does. ``apply_async``
+    also sends the optional ones with their defaults (``eta``, ``expires``, ``timelimit``, ``retries`` …,
+    mostly ``None``); a worker reads those with defaults, so they are left out. Each would cost encoding
+    into the AMQP header table on publish and decoding on every consume, in pure Python (py-amqp).
     """
     headers = {
         "lang": "py",
         "task": task,
         "id": task_id,
         "root_id": task_id,
+        "parent_id": None,
+        "group": None,
         "argsrepr": argsrepr,
         "origin": origin,
         "ignore_result": True,

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 
 from ...channels import channels
+from ...channels.celery import CeleryChannel
+from ...discovery import get_registry
 from ...exceptions import ConfigurationError
+from ...schema import migrate_command, unapplied_migrations
 from ...worker import Worker
 
 
@@ -42,6 +47,32 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["concurrency"] < 1:
             raise CommandError("--concurrency must be at least 1")
+        worker = self._ready_worker(options)
+        logging.getLogger("ecotone_django").info("consuming %s", ", ".join(options["channels"]))
+        worker.install_signal_handlers()
+        self.stdout.write(f"ready: consuming {', '.join(options['channels'])} (pid {os.getpid()})")
+        self.stdout.flush()
+        try:
+            stats = worker.run()
+        except ConfigurationError as exc:  # e.g. a transport refusing this consumer's --concurrency
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"stopped: {stats.line()}")
+        try:
+            due, delayed = worker.waiting()
+            left = f"due {due}, delayed {delayed}"
+        except Exception as exc:  # the run is over either way; only the count of what is left is missing
+            left = f"what is left could not be counted: {type(exc).__name__}: {exc}"
+        self.stdout.write(f"stopped: {worker.stop_reason} (handled {stats.handled}, {left})")
+
+    def _ready_worker(self, options: dict[str, Any]) -> Worker:
+        """The worker, once the handlers load, the channels resolve and every database it serves is migrated.
+
+        Each problem is one line of the error; the worker never starts consuming with any of them.
+        """
+        try:
+            get_registry()
+        except (ConfigurationError, ImportError) as exc:
+            raise CommandError(f"cannot load message handlers: {exc}") from exc
         try:
             for name in options["channels"]:
                 channels.concrete(name)
@@ -57,18 +88,25 @@ class Command(BaseCommand):
             )
         except ConfigurationError as exc:
             raise CommandError(str(exc)) from exc
-        logging.getLogger("ecotone_django").info("consuming %s", ", ".join(options["channels"]))
-        worker.install_signal_handlers()
-        self.stdout.write(f"consuming {', '.join(options['channels'])} (pid ready)")
-        self.stdout.flush()
-        try:
-            stats = worker.run()
-        except ConfigurationError as exc:  # e.g. a transport refusing this consumer's --concurrency
-            raise CommandError(str(exc)) from exc
-        self.stdout.write(f"stopped: {stats.line()}")
-        try:
-            due, delayed = worker.waiting()
-            left = f"due {due}, delayed {delayed}"
-        except Exception as exc:  # the run is over either way; only the count of what is left is missing
-            left = f"what is left could not be counted: {type(exc).__name__}: {exc}"
-        self.stdout.write(f"stopped: {worker.stop_reason} (handled {stats.handled}, {left})")
+        problems = []
+        for broker in worker.broker_channels:
+            if isinstance(broker, CeleryChannel):
+                try:
+                    broker.profile  # noqa: B018 - imports the Celery app, picks the transport of its broker_url
+                except ConfigurationError as exc:
+                    problems.append(str(exc))
+        for alias in worker.aliases:
+            try:
+                missing = unapplied_migrations(alias)
+            except DatabaseError as exc:
+                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                problems.append(f"database {alias!r} cannot be read: {first_line}")
+                continue
+            if missing:
+                problems.append(
+                    f"database {alias!r} is not migrated ({len(missing)} migration(s) not applied, first "
+                    f"{missing[0]}): run `{migrate_command(alias)}`"
+                )
+        if problems:
+            raise CommandError("\n".join(problems))
+        return worker

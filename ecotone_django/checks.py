@@ -10,6 +10,7 @@
 - E008  handlers could not be loaded (a bad declaration)
 - E009  an asynchronous query handler (queries answer synchronously)
 - E010  @deduplicated or @delayed on a synchronous handler without a channel to run on
+- E020  ECOTONE["SIGNING"] is invalid (wrong shape, an empty secret, CURRENT not in KEYS)
 
 They are static (they read settings and handler declarations, never a database), so they carry their own tag,
 ``ecotone``, and not ``database``: Django 6.1 runs database-tagged checks only when ``check --database`` names an
@@ -30,6 +31,7 @@ from .conf import EcotoneConfig, get_config
 from .declarations import Kind
 from .discovery import get_registry
 from .exceptions import ConfigurationError, UnknownChannelError, did_you_mean
+from .signing import parse_signing
 
 ROUTER = "ecotone_django.routers.TenantRouter"
 TAG = "ecotone"
@@ -45,7 +47,17 @@ def check_ecotone(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     errors += _check_tenancy(config)
     errors += _check_channels(config)
     errors += _check_handlers(config)
+    errors += _check_signing(config)
     return errors
+
+
+def _check_signing(config: EcotoneConfig) -> list[CheckMessage]:
+    try:
+        parse_signing(config.signing)
+    except ConfigurationError as exc:
+        hint = 'ECOTONE["SIGNING"] = {"KEYS": {"<key id>": "<secret>", ...}, "CURRENT": "<key id>"}'
+        return [Error(str(exc), hint=hint, id="ecotone.E020")]
+    return []
 
 
 def _check_tenancy(config: EcotoneConfig) -> list[CheckMessage]:

@@ -34,6 +34,8 @@ TOP_LEVEL_KEYS = frozenset(
         "SAGA_NOT_FOUND",
         "WORKER",
         "TRANSACTION_INTERNALS",
+        "SIGNING",
+        "ADMIN_DATABASES",
     }
 )
 TENANCY_KEYS = frozenset({"HEADER", "CONNECTIONS", "DEFAULT_CONNECTION", "TENANT_APPS"})
@@ -108,6 +110,10 @@ class EcotoneConfig:
     saga_not_found: str
     worker: WorkerConfig
     transaction_internals: str = "auto"
+    #: ``ECOTONE["SIGNING"]`` as given; ecotone_django.signing validates it (system check ecotone.E020).
+    signing: Any = None
+    #: Dotted path to ``callable(request) -> aliases`` a non-superuser may browse in the admin.
+    admin_databases: str | None = None
 
     @property
     def database_aliases(self) -> tuple[str, ...]:
@@ -230,6 +236,11 @@ def parse_config(raw: Any) -> EcotoneConfig:
     celery_app = raw.get("CELERY_APP")
     if celery_app is not None and not isinstance(celery_app, str):
         raise ConfigurationError('ECOTONE["CELERY_APP"] must be a dotted path to a Celery app')
+    admin_databases = raw.get("ADMIN_DATABASES")
+    if admin_databases is not None and not isinstance(admin_databases, str):
+        raise ConfigurationError(
+            'ECOTONE["ADMIN_DATABASES"] must be a dotted path to a callable(request) returning database aliases'
+        )
     return EcotoneConfig(
         tenancy=_parse_tenancy(raw.get("TENANCY")),
         channels=_parse_channels(raw.get("CHANNELS", {})),
@@ -244,6 +255,8 @@ def parse_config(raw: Any) -> EcotoneConfig:
         saga_not_found=saga_not_found,
         worker=_parse_worker(raw.get("WORKER", {})),
         transaction_internals=internals,
+        signing=raw.get("SIGNING"),
+        admin_databases=admin_databases,
     )
 
 

@@ -9,6 +9,7 @@ connect to the test databases pytest-django created.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from urllib.parse import urlparse
@@ -153,6 +154,10 @@ ECOTONE = {
     "RETRY": {"MAX_ATTEMPTS": 3, "BACKOFF_SECONDS": 0, "MULTIPLIER": 1, "MAX_BACKOFF_SECONDS": 0},
     "WORKER": {"POLL_INTERVAL": 0.05, "RELAY_INTERVAL": 0.2},
 }
+
+# Worker processes of the signing tests get their keys from the environment (JSON of ECOTONE["SIGNING"]).
+if os.environ.get("ECOTONE_TEST_SIGNING"):
+    ECOTONE["SIGNING"] = json.loads(os.environ["ECOTONE_TEST_SIGNING"])
 
 LOGGING = {
     "version": 1,

@@ -20,7 +20,6 @@ inside the trust boundary (whoever can write that table can write the business t
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ __all__ = [
 KEY_ID_HEADER = "ecotone_key_id"
 SIGNATURE_HEADER = "ecotone_signature"
 SIGNING_KEYS = frozenset({"KEYS", "CURRENT"})
-_VERSION = b"ecotone-sig-1"
+_VERSION = "ecotone-sig-1"
 
 
 @dataclass(frozen=True)
@@ -62,20 +61,13 @@ class Signed:
     attempts: int
 
     def text(self, key_id: str) -> bytes:
-        """Every field, length-prefixed so that no two different messages sign the same bytes."""
-        body = self.body.encode() if isinstance(self.body, str) else self.body
-        fields = [
-            _VERSION,
-            key_id.encode(),
-            self.message_id.encode(),
-            self.message_type.encode(),
-            self.tenant.encode(),
-            self.handler.encode(),
-            self.channel.encode(),
-            str(self.attempts).encode(),
-            body,
-        ]
-        return b"".join(b"%d:%s;" % (len(field), field) for field in fields)
+        """Every field, length-prefixed so that no two different messages sign the same text."""
+        body = self.body if isinstance(self.body, str) else self.body.decode("utf-8", "surrogateescape")
+        i, t, n, h, c, a = self.message_id, self.message_type, self.tenant, self.handler, self.channel, self.attempts
+        return (
+            f"{_VERSION};{len(key_id)}:{key_id};{len(i)}:{i};{len(t)}:{t};{len(n)}:{n};{len(h)}:{h};{len(c)}:{c};"
+            f"{a};{body}"
+        ).encode("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True)
@@ -87,8 +79,8 @@ class Keyring:
 
     def sign(self, signed: Signed) -> dict[str, str]:
         """The headers that sign ``signed`` with the current key."""
-        digest = hmac.new(self.keys[self.current], signed.text(self.current), hashlib.sha256).hexdigest()
-        return {KEY_ID_HEADER: self.current, SIGNATURE_HEADER: digest}
+        digest = hmac.digest(self.keys[self.current], signed.text(self.current), "sha256")
+        return {KEY_ID_HEADER: self.current, SIGNATURE_HEADER: digest.hex()}
 
     def verify(self, headers: Mapping[str, Any] | None, signed: Signed) -> None:
         """Raise :class:`BadSignatureError` unless ``headers`` sign ``signed`` with a known key."""
@@ -99,7 +91,7 @@ class Keyring:
         key = self.keys.get(key_id)
         if key is None:
             raise BadSignatureError(f"bad signature: unknown key id {key_id[:40]!r}")
-        expected = hmac.new(key, signed.text(key_id), hashlib.sha256).hexdigest()
+        expected = hmac.digest(key, signed.text(key_id), "sha256").hex()
         if not hmac.compare_digest(expected, signature):
             raise BadSignatureError(f"bad signature: the signature does not match (key id {key_id!r})")
 

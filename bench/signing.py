@@ -45,12 +45,12 @@ def main() -> None:
     args = parser.parse_args()
     setup()
 
-    from django.test import override_settings  # noqa: PLC0415 - needs the settings configured above
+    from django.test import override_settings
 
-    from ecotone_django.channels.celery.protocol import read_task, task_message  # noqa: PLC0415
-    from ecotone_django.messages import Envelope  # noqa: PLC0415
-    from ecotone_django.models import OutboxMessage  # noqa: PLC0415
-    from ecotone_django.signing import Signed, parse_signing  # noqa: PLC0415
+    from ecotone_django.channels.celery.protocol import read_task, task_message
+    from ecotone_django.messages import Envelope
+    from ecotone_django.models import OutboxMessage
+    from ecotone_django.signing import Signed, parse_signing
 
     rows = []
     for i in range(args.messages):

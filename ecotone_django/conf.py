@@ -41,7 +41,9 @@ TOP_LEVEL_KEYS = frozenset(
 TENANCY_KEYS = frozenset({"HEADER", "CONNECTIONS", "DEFAULT_CONNECTION", "TENANT_APPS"})
 CHANNEL_KEYS = frozenset({"BACKEND", "OPTIONS"})
 RETRY_KEYS = frozenset({"MAX_ATTEMPTS", "BACKOFF_SECONDS", "MULTIPLIER", "MAX_BACKOFF_SECONDS"})
-WORKER_KEYS = frozenset({"POLL_INTERVAL", "BATCH_SIZE", "CLAIM_SIZE", "SLOW_AFTER_FAILURES", "RELAY_INTERVAL"})
+WORKER_KEYS = frozenset(
+    {"POLL_INTERVAL", "BATCH_SIZE", "CLAIM_SIZE", "SLOW_AFTER_FAILURES", "RELAY_INTERVAL", "CLAIM_LEASE"}
+)
 SAGA_NOT_FOUND_CHOICES = ("drop", "raise")
 #: Whether to read Django's private transaction state (see ecotone_django.transactions): "auto" where it
 #: has the shape this code expects, "use" always (an unexpected shape is an error), "avoid" never.
@@ -95,6 +97,7 @@ class WorkerConfig:
     slow_after_failures: int = 10
     relay_interval: float = 1.0
     claim_size: int = 50  # database-channel messages per transaction: under the 64 subtransactions PostgreSQL caches
+    claim_lease: float = 60.0  # seconds a claiming transaction may idle before the database ends it (0: never)
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,7 @@ def _parse_worker(raw: Any) -> WorkerConfig:
             raw.get("SLOW_AFTER_FAILURES", d.slow_after_failures), "WORKER.SLOW_AFTER_FAILURES", integer=True
         ),
         relay_interval=_number(raw.get("RELAY_INTERVAL", d.relay_interval), "WORKER.RELAY_INTERVAL"),
+        claim_lease=_number(raw.get("CLAIM_LEASE", d.claim_lease), "WORKER.CLAIM_LEASE"),
     )
 
 

@@ -22,6 +22,7 @@ from types import FrameType
 
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connections, transaction
 
+from .backoff import Backoff
 from .channels import BrokerChannel, BrokerConsumer, Delivery, channels
 from .channels.database import DatabaseConsumer
 from .conf import get_config
@@ -87,6 +88,7 @@ class Worker:
         self.drain = Drain(consumers)  # --stop-when-empty: exit between batches once nothing due is left
         self._next_alias = 0
         self._alias_lock = threading.Lock()
+        self.unreachable = Backoff()  # a database that is down waits for its next try; the others go on
         self.poll_interval = config.worker.poll_interval
         self.claim_size = config.worker.claim_size
         self.slow_after_failures = config.worker.slow_after_failures
@@ -244,16 +246,16 @@ class Worker:
             start = self._next_alias
             self._next_alias = (start + 1) % len(self.aliases)
         found = False
-        for offset in range(len(self.aliases)):
+        for alias in [a for a in self.aliases[start:] + self.aliases[:start] if self.unreachable.due(a)]:
             if self.should_stop():
                 break
-            alias = self.aliases[(start + offset) % len(self.aliases)]
             try:
                 found = self.consume_database_once(alias) or found
+                self.unreachable.succeeded(alias)
             except DatabaseError as exc:
-                logger.warning("polling %r failed (%s); retrying", alias, describe(exc))
+                retry = self.unreachable.failed(alias)
+                logger.warning("polling %r failed (%s); retrying in %.1f s", alias, describe(exc), retry)
                 close_old_connections()
-                self._stop.wait(self.poll_interval)
             self._slow_down()
         return found
 

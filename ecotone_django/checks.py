@@ -11,6 +11,7 @@
 - E009  an asynchronous query handler (queries answer synchronously)
 - E010  @deduplicated or @delayed on a synchronous handler without a channel to run on
 - E020  ECOTONE["SIGNING"] is invalid (wrong shape, an empty secret, CURRENT not in KEYS)
+- E021  ECOTONE["ADMIN_DATABASES"] does not name a callable
 
 They are static (they read settings and handler declarations, never a database), so they carry their own tag,
 ``ecotone``, and not ``database``: Django 6.1 runs database-tagged checks only when ``check --database`` names an
@@ -25,6 +26,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, register
+from django.utils.module_loading import import_string
 
 from .channels import channels
 from .conf import EcotoneConfig, get_config
@@ -48,7 +50,20 @@ def check_ecotone(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     errors += _check_channels(config)
     errors += _check_handlers(config)
     errors += _check_signing(config)
+    errors += _check_admin_databases(config)
     return errors
+
+
+def _check_admin_databases(config: EcotoneConfig) -> list[CheckMessage]:
+    if config.admin_databases is None:
+        return []
+    try:
+        hook = import_string(config.admin_databases)
+    except ImportError as exc:
+        return [Error(f"ECOTONE['ADMIN_DATABASES'] cannot be imported: {exc}", id="ecotone.E021")]
+    if not callable(hook):
+        return [Error(f"ECOTONE['ADMIN_DATABASES'] ({config.admin_databases}) is not callable", id="ecotone.E021")]
+    return []
 
 
 def _check_signing(config: EcotoneConfig) -> list[CheckMessage]:

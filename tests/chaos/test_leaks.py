@@ -38,6 +38,7 @@ pytestmark = [
     pytest.mark.skipif(settings.ENGINE != "postgres", reason="runs in the ECOTONE_TEST_DB=postgres run"),
     pytest.mark.skipif(MESSAGES < 2 * FIRST, reason="set ECOTONE_LEAK_MESSAGES (make chaos sets 200000)"),
     pytest.mark.django_db(databases=ALL_DATABASES, transaction=True),
+    pytest.mark.timeout(3900),
 ]
 
 

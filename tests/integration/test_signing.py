@@ -21,8 +21,8 @@ from ecotone_django.messages import Envelope, message_name
 from ecotone_django.models import DeadLetter, InboxEntry, OutboxMessage
 from ecotone_django.signing import KEY_ID_HEADER, SIGNATURE_HEADER
 from tests.helpers.processes import wait_for
-from tests.integration.broker_fixtures import publish_raw, rabbit_queue, rabbit_url
-from tests.integration.conftest import ALL_DATABASES
+from tests.integration.broker_fixtures import publish_raw, queue_depth, rabbit_queue, rabbit_url, spawn_celery_worker
+from tests.integration.conftest import ALL_DATABASES, worker_env
 from tests.settings import ECOTONE
 from tests.testapp.messaging import RecordOnRabbit
 from tests.testapp.models import Record
@@ -112,3 +112,22 @@ def test_forged_messages_are_dead_lettered_in_the_default_database_and_signed_on
     for name in ("unsigned", "unknown-key", "wrong-secret", "tenant-swapped", "signature-dropped"):
         assert sum(records(name, alias) for alias in ALL_DATABASES) == 0, name
     assert InboxEntry.objects.using("enterprise_x").count() == 0
+
+
+def test_a_celery_worker_checks_the_signature_too(rabbit_queue):
+    with signing(ROTATED):
+        send("celery-signed")
+    forged("celery-forged", INTRUDER, untouched)
+    env = worker_env({"ECOTONE_TEST_SIGNING": json.dumps(ROTATED)})
+    with spawn_celery_worker("tests.celery_worker_app", rabbit_queue, env=env) as proc:
+        wait_for(
+            lambda: records("celery-signed") == 1 and DeadLetter.objects.using("default").exists(),
+            timeout=60,
+            message=f"the celery worker to run both tasks\n{proc.output_tail()}",
+        )
+        wait_for(lambda: queue_depth(rabbit_url(), rabbit_queue) == 0, message="both tasks acked")
+        proc.kill9()  # acked: no need to wait for Celery's shutdown
+    letter = DeadLetter.objects.using("default").get()
+    assert letter.reason.startswith("bad signature") and "does not match" in letter.reason, letter.reason
+    assert sum(records("celery-forged", alias) for alias in ALL_DATABASES) == 0
+    assert not DeadLetter.objects.using("big_corp").exists()

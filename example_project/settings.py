@@ -166,6 +166,8 @@ ECOTONE = {
     "WORKER": {
         "POLL_INTERVAL": env.float("ECOTONE_POLL_INTERVAL", default=0.1),
         "RELAY_INTERVAL": env.float("ECOTONE_RELAY_INTERVAL", default=0.5),
+        # How long a stopped worker may hold the rows it claimed (seconds of idle transaction).
+        "CLAIM_LEASE": env.float("ECOTONE_CLAIM_LEASE", default=60),
     },
 }
 

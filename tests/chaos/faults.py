@@ -29,6 +29,7 @@ from pathlib import Path
 
 import psycopg
 
+from tests.chaos.tenant_faults import tenant_down
 from tests.helpers.processes import ManagedProcess, spawn_manage, wait_for
 
 #: What ``consume_channel`` prints once it is set up and about to consume.
@@ -44,6 +45,7 @@ class Fault(enum.StrEnum):
     RABBITMQ_RESTART = "rabbitmq_restart"  # rabbitmqctl stop_app … start_app
     POSTGRES_RESTART = "postgres_restart"  # pg_ctlcluster … restart
     CONNECTION_DROP = "connection_drop"  # pg_terminate_backend on every backend of our databases
+    TENANT_DOWN = "tenant_down"  # one tenant database refuses connections for seconds (tenant_faults.py)
 
     @property
     def disruptive(self) -> bool:
@@ -59,6 +61,7 @@ class Fault(enum.StrEnum):
             Fault.RABBITMQ_RESTART: "rabbitmqctl stop_app/start_app",
             Fault.POSTGRES_RESTART: "pg_ctlcluster restart",
             Fault.CONNECTION_DROP: "pg_terminate_backend",
+            Fault.TENANT_DOWN: "one tenant database down",
         }[self]
 
 
@@ -558,6 +561,10 @@ class FaultInjector:
     def _postgres_restart(self, stop: threading.Event) -> str:
         self.services.restart_postgres()
         return "pg_ctlcluster restart -m fast (every session cut)"
+
+    def _tenant_down(self, stop: threading.Event) -> str:
+        seconds = self.rng.uniform(*self.timing.outage)
+        return tenant_down(self.services.postgres_url, self.services.databases, seconds, stop)
 
     def _connection_drop(self, stop: threading.Event) -> str:
         cut = self.services.drop_connections()

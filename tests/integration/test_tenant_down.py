@@ -19,12 +19,17 @@ from django.db import connections, transaction
 from django.db.models import Count
 
 from ecotone_django import command_bus
+from ecotone_django.channels import channels
 from ecotone_django.clock import now
-from ecotone_django.models import DeadLetter
+from ecotone_django.messages import Envelope, message_name
+from ecotone_django.models import DeadLetter, OutboxMessage
 from tests.helpers.processes import wait_for
+from tests.integration.broker_fixtures import rabbit_queue
 from tests.integration.conftest import ALL_DATABASES, WorkerFactory
-from tests.testapp.messaging import RecordAsync
+from tests.testapp.messaging import RecordAsync, RecordOnRabbit
 from tests.testapp.models import Record
+
+__all__ = ["rabbit_queue"]
 
 pytestmark = [pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)]
 
@@ -110,4 +115,56 @@ def test_the_other_tenants_are_served_at_full_speed_while_one_tenant_database_is
         for alias in OTHERS.values():
             counts = each_once(alias, prefix)
             assert len(counts) == PER_TENANT and set(counts.values()) == {1}, (prefix, alias)
+    assert during >= 0.7 * before, f"the other tenants slowed down: {during:.0f} msg/s during vs {before:.0f} before"
+
+
+def publish(prefix: str, tenant: str, count: int) -> None:
+    """``count`` RecordOnRabbit messages for ``tenant`` straight onto the queue (as the relay would publish them)."""
+    moment = now()
+    rows = []
+    for i in range(count):
+        envelope = Envelope(message_name(RecordOnRabbit), {"name": f"{prefix}-{tenant}-{i:04}"}, {"tenant": tenant})
+        rows.append(
+            OutboxMessage(
+                message_id=envelope.id,
+                channel="rabbit",
+                handler="tests.testapp.messaging.record_on_rabbit",
+                message_type=envelope.type,
+                tenant=tenant,
+                body=envelope.encode(),
+                available_at=moment,
+                created_at=moment,
+            )
+        )
+    for first in range(0, count, 200):
+        channels["rabbit"].publish(rows[first : first + 200])  # type: ignore[attr-defined]
+
+
+def rabbit_rate_of_the_others(prefix: str) -> float:
+    started = time.monotonic()
+    for tenant in OTHERS:
+        publish(prefix, tenant, PER_TENANT)
+    total = PER_TENANT * len(OTHERS)
+    wait_for(lambda: handled(prefix) >= total, timeout=180, interval=0.05, message=f"{total} {prefix} messages")
+    return total / (time.monotonic() - started)
+
+
+def test_on_rabbitmq_the_down_tenants_messages_wait_and_the_others_go_on(worker: WorkerFactory, rabbit_queue) -> None:
+    proc = worker("rabbit", "--no-relay", env={"ECOTONE_TEST_POLL_INTERVAL": "0.5"})  # the default poll interval
+    rabbit_rate_of_the_others("warmup")
+    before = rabbit_rate_of_the_others("before")
+    with database_down(DOWN):
+        publish("waiting", DOWN, WAITING)  # on the queue while their database is down
+        during = rabbit_rate_of_the_others("during")
+        assert not DeadLetter.objects.using("default").exists()
+        assert not DeadLetter.objects.using("big_corp").exists()
+    wait_for(lambda: len(each_once(DOWN, "waiting-")) == WAITING, timeout=60, message="the waiting messages")
+    print(
+        f"RabbitMQ, other tenants' throughput: before {before:.0f} msg/s, during the outage {during:.0f} msg/s "
+        f"({during / before:.0%})"
+    )
+    assert proc.is_running(), proc.output_tail()
+    assert set(each_once(DOWN, "waiting-").values()) == {1}
+    for alias in ALL_DATABASES:
+        assert not DeadLetter.objects.using(alias).exists(), alias
     assert during >= 0.7 * before, f"the other tenants slowed down: {during:.0f} msg/s during vs {before:.0f} before"

@@ -156,7 +156,8 @@ bench: venv $(BENCH_STAMP)
 # the local PostgreSQL and RabbitMQ: on a machine others test on, add CHAOS_ARGS=--polite.
 CHAOS_ARGS ?=
 chaos: venv
-	ECOTONE_TEST_DB=postgres ECOTONE_CHAOS_ARGS="--orders 2000 --rate 40 --timeout 1200 $(CHAOS_ARGS)" \
+	ECOTONE_TEST_DB=postgres ECOTONE_LEAK_MESSAGES=200000 \
+	ECOTONE_CHAOS_ARGS="--orders 2000 --rate 40 --timeout 1200 $(CHAOS_ARGS)" \
 		$(BIN)/pytest tests/chaos -ra -s $(PYTEST_ARGS)
 
 clean:

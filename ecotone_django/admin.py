@@ -5,6 +5,11 @@ not know about: :class:`DatabaseChooserMixin` reads from the alias named by the
 ``?db=`` query parameter (one of ``get_config().database_aliases``, the first by
 default), offers every alias in a "database" list filter, and keeps the choice
 for detail pages and actions through the admin's preserved filters.
+
+Who sees which database: a superuser every one; anyone else only the aliases that
+``ECOTONE["ADMIN_DATABASES"]`` (a dotted path to ``callable(request) -> iterable of
+aliases``) returns for the request, and none without it. Deleting a dead letter needs
+the ``delete_deadletter`` permission, replaying one ``replay_deadletter``.
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
+from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.urls import reverse
 from django.utils.dateformat import format as date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
+from django.utils.module_loading import import_string
 from django.utils.safestring import SafeString
 from django.utils.timezone import localtime
 
@@ -39,16 +46,38 @@ DB_PARAM = "db"
 CHANGELIST_FILTERS = "_changelist_filters"
 
 
+def allowed_databases(request: HttpRequest) -> list[str]:
+    """The tenant databases ``request.user`` may browse: every one for a superuser, else what the
+    ``ECOTONE["ADMIN_DATABASES"]`` hook returns (in settings order), else none."""
+    config = get_config()
+    aliases = list(config.database_aliases)
+    if getattr(request.user, "is_superuser", False):
+        return aliases
+    if config.admin_databases is None:
+        return []
+    allowed = set(import_string(config.admin_databases)(request))
+    return [alias for alias in aliases if alias in allowed]
+
+
 def chosen_database(request: HttpRequest) -> str:
-    """The alias named by ``?db=`` (also inside preserved changelist filters); the first alias by default."""
+    """The alias named by ``?db=`` (also inside preserved changelist filters); the first allowed one by default.
+
+    An alias that is not a tenant database is a 404; one the user may not browse (see
+    :func:`allowed_databases`) is a 403.
+    """
     aliases = get_config().database_aliases
+    allowed = allowed_databases(request)
     alias = request.GET.get(DB_PARAM)
     if alias is None:
         alias = QueryDict(request.GET.get(CHANGELIST_FILTERS, "")).get(DB_PARAM)
     if alias is None:
-        return aliases[0]
+        if not allowed:
+            raise PermissionDenied("No tenant database is open to this user (see ECOTONE['ADMIN_DATABASES']).")
+        return allowed[0]
     if alias not in aliases:
         raise Http404(f"Unknown database {alias!r}; the tenant databases are {', '.join(aliases)}.")
+    if alias not in allowed:
+        raise PermissionDenied(f"The database {alias!r} is not open to this user.")
     return alias
 
 
@@ -70,7 +99,7 @@ class DatabaseFilter(admin.SimpleListFilter):
     parameter_name = DB_PARAM
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(alias, alias) for alias in get_config().database_aliases]
+        return [(alias, alias) for alias in allowed_databases(request)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         return queryset  # DatabaseChooserMixin.get_queryset already reads from the chosen database
@@ -90,6 +119,10 @@ class DatabaseChooserMixin(_ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         return super().get_queryset(request).using(chosen_database(request))
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """The model permission, and at least one tenant database open to the user."""
+        return super().has_view_permission(request, obj) and bool(allowed_databases(request))
 
     def get_preserved_filters(self, request: HttpRequest) -> str:
         preserved = super().get_preserved_filters(request)
@@ -228,7 +261,11 @@ class DeadLetterAdmin(DatabaseChooserMixin, ReadOnlyMixin, admin.ModelAdmin):
     def envelope_display(self, obj: DeadLetter) -> SafeString:
         return _pre(obj.envelope_pretty)
 
-    @admin.action(description="Replay selected dead letters", permissions=["delete"])
+    def has_replay_permission(self, request: HttpRequest) -> bool:
+        """The ``replay_deadletter`` model permission."""
+        return request.user.has_perm(f"{self.opts.app_label}.replay_{self.opts.model_name}")
+
+    @admin.action(description="Replay selected dead letters", permissions=["replay"])
     def replay_selected(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
         alias = queryset.db
         replayed, errors = replay_many(queryset, alias)

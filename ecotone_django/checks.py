@@ -12,6 +12,8 @@
 - E010  @deduplicated or @delayed on a synchronous handler without a channel to run on
 - E011  TENANCY["TENANT_APPS"] names an app that is not installed
 - E012  the request path: TENANCY["REQUEST"] names a resolver that cannot work, or TenantMiddleware is misplaced
+- E020  ECOTONE["SIGNING"] is invalid (wrong shape, an empty secret, CURRENT not in KEYS)
+- E021  ECOTONE["ADMIN_DATABASES"] does not name a callable
 
 They are static (they read settings and handler declarations, never a database), so they carry their own tag,
 ``ecotone``, and not ``database``: Django 6.1 runs database-tagged checks only when ``check --database`` names an
@@ -43,6 +45,7 @@ from .conf import (
 from .declarations import Kind
 from .discovery import get_registry
 from .exceptions import ConfigurationError, UnknownChannelError, did_you_mean
+from .signing import parse_signing
 
 ROUTER = "ecotone_django.routers.TenantRouter"
 MIDDLEWARE = "ecotone_django.middleware.TenantMiddleware"
@@ -60,7 +63,30 @@ def check_ecotone(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     errors += _check_request_path(config)
     errors += _check_channels(config)
     errors += _check_handlers(config)
+    errors += _check_signing(config)
+    errors += _check_admin_databases(config)
     return errors
+
+
+def _check_admin_databases(config: EcotoneConfig) -> list[CheckMessage]:
+    if config.admin_databases is None:
+        return []
+    try:
+        hook = import_string(config.admin_databases)
+    except ImportError as exc:
+        return [Error(f"ECOTONE['ADMIN_DATABASES'] cannot be imported: {exc}", id="ecotone.E021")]
+    if not callable(hook):
+        return [Error(f"ECOTONE['ADMIN_DATABASES'] ({config.admin_databases}) is not callable", id="ecotone.E021")]
+    return []
+
+
+def _check_signing(config: EcotoneConfig) -> list[CheckMessage]:
+    try:
+        parse_signing(config.signing)
+    except ConfigurationError as exc:
+        hint = 'ECOTONE["SIGNING"] = {"KEYS": {"<key id>": "<secret>", ...}, "CURRENT": "<key id>"}'
+        return [Error(str(exc), hint=hint, id="ecotone.E020")]
+    return []
 
 
 def _check_tenancy(config: EcotoneConfig) -> list[CheckMessage]:

@@ -35,6 +35,8 @@ TOP_LEVEL_KEYS = frozenset(
         "SAGA_NOT_FOUND",
         "WORKER",
         "TRANSACTION_INTERNALS",
+        "SIGNING",
+        "ADMIN_DATABASES",
     }
 )
 TENANCY_KEYS = frozenset({"HEADER", "CONNECTIONS", "DEFAULT_CONNECTION", "TENANT_APPS", "REQUEST"})
@@ -46,7 +48,9 @@ HEADER_RESOLVER = "ecotone_django.middleware.tenant_from_header"
 BUILTIN_RESOLVERS = (USER_RESOLVER, SUBDOMAIN_RESOLVER, HEADER_RESOLVER)
 CHANNEL_KEYS = frozenset({"BACKEND", "OPTIONS"})
 RETRY_KEYS = frozenset({"MAX_ATTEMPTS", "BACKOFF_SECONDS", "MULTIPLIER", "MAX_BACKOFF_SECONDS", "JITTER"})
-WORKER_KEYS = frozenset({"POLL_INTERVAL", "BATCH_SIZE", "CLAIM_SIZE", "SLOW_AFTER_FAILURES", "RELAY_INTERVAL"})
+WORKER_KEYS = frozenset(
+    {"POLL_INTERVAL", "BATCH_SIZE", "CLAIM_SIZE", "SLOW_AFTER_FAILURES", "RELAY_INTERVAL", "CLAIM_LEASE"}
+)
 SAGA_NOT_FOUND_CHOICES = ("drop", "raise")
 #: Whether to read Django's private transaction state (see ecotone_django.transactions): "auto" where it
 #: has the shape this code expects, "use" always (an unexpected shape is an error), "avoid" never.
@@ -118,6 +122,7 @@ class WorkerConfig:
     slow_after_failures: int = 10
     relay_interval: float = 1.0
     claim_size: int = 50  # database-channel messages per transaction: under the 64 subtransactions PostgreSQL caches
+    claim_lease: float = 60.0  # seconds a claiming transaction may idle before the database ends it (0: never)
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,10 @@ class EcotoneConfig:
     saga_not_found: str
     worker: WorkerConfig
     transaction_internals: str = "auto"
+    #: ``ECOTONE["SIGNING"]`` as given; ecotone_django.signing validates it (system check ecotone.E020).
+    signing: Any = None
+    #: Dotted path to ``callable(request) -> aliases`` a non-superuser may browse in the admin.
+    admin_databases: str | None = None
 
     @property
     def database_aliases(self) -> tuple[str, ...]:
@@ -256,6 +265,7 @@ def _parse_worker(raw: Any) -> WorkerConfig:
             raw.get("SLOW_AFTER_FAILURES", d.slow_after_failures), "WORKER.SLOW_AFTER_FAILURES", integer=True
         ),
         relay_interval=_number(raw.get("RELAY_INTERVAL", d.relay_interval), "WORKER.RELAY_INTERVAL"),
+        claim_lease=_number(raw.get("CLAIM_LEASE", d.claim_lease), "WORKER.CLAIM_LEASE"),
     )
 
 
@@ -286,6 +296,11 @@ def parse_config(raw: Any) -> EcotoneConfig:
     celery_app = raw.get("CELERY_APP")
     if celery_app is not None and not isinstance(celery_app, str):
         raise ConfigurationError('ECOTONE["CELERY_APP"] must be a dotted path to a Celery app')
+    admin_databases = raw.get("ADMIN_DATABASES")
+    if admin_databases is not None and not isinstance(admin_databases, str):
+        raise ConfigurationError(
+            'ECOTONE["ADMIN_DATABASES"] must be a dotted path to a callable(request) returning database aliases'
+        )
     return EcotoneConfig(
         tenancy=_parse_tenancy(raw.get("TENANCY")),
         channels=_parse_channels(raw.get("CHANNELS", {})),
@@ -300,6 +315,8 @@ def parse_config(raw: Any) -> EcotoneConfig:
         saga_not_found=saga_not_found,
         worker=_parse_worker(raw.get("WORKER", {})),
         transaction_internals=internals,
+        signing=raw.get("SIGNING"),
+        admin_databases=admin_databases,
     )
 
 

@@ -64,6 +64,10 @@ class DecodeError(MessageError):
     """A message body is not a valid ecotone_django envelope."""
 
 
+class BadSignatureError(DecodeError):
+    """bad signature: a broker message is not signed by a key of ECOTONE["SIGNING"]."""
+
+
 class UnknownMessageTypeError(MessageError):
     """The message names a type that no handler or registered class knows."""
 

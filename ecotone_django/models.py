@@ -73,6 +73,7 @@ class DeadLetter(models.Model):
     class Meta:
         db_table = "ecotone_dead_letter"
         ordering = ["-failed_at", "-id"]
+        permissions = [("replay_deadletter", "Can replay dead letter")]
 
     def __str__(self) -> str:
         return f"{self.message_type or 'undecodable message'}: {self.reason}"

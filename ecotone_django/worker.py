@@ -22,12 +22,14 @@ from types import FrameType
 
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connections, transaction
 
+from .backoff import Backoff
 from .channels import BrokerChannel, BrokerConsumer, Delivery, channels
 from .channels.database import DatabaseConsumer
 from .conf import get_config
 from .drain import Drain, waiting
 from .exceptions import BrokerConnectionError, ConfigurationError
 from .outbox import Relay, relay_pending
+from .parking import park
 from .processing import Outcome, Prepared, database_of, prepare, process, reject, run
 from .retry import describe
 from .stats import Stats, TimeLimit
@@ -87,6 +89,7 @@ class Worker:
         self.drain = Drain(consumers)  # --stop-when-empty: exit between batches once nothing due is left
         self._next_alias = 0
         self._alias_lock = threading.Lock()
+        self.unreachable = Backoff()  # a database that is down waits for its next try; the others go on
         self.poll_interval = config.worker.poll_interval
         self.claim_size = config.worker.claim_size
         self.slow_after_failures = config.worker.slow_after_failures
@@ -244,16 +247,16 @@ class Worker:
             start = self._next_alias
             self._next_alias = (start + 1) % len(self.aliases)
         found = False
-        for offset in range(len(self.aliases)):
+        for alias in [a for a in self.aliases[start:] + self.aliases[:start] if self.unreachable.due(a)]:
             if self.should_stop():
                 break
-            alias = self.aliases[(start + offset) % len(self.aliases)]
             try:
                 found = self.consume_database_once(alias) or found
+                self.unreachable.succeeded(alias)
             except DatabaseError as exc:
-                logger.warning("polling %r failed (%s); retrying", alias, describe(exc))
+                retry = self.unreachable.failed(alias)
+                logger.warning("polling %r failed (%s); retrying in %.1f s", alias, describe(exc), retry)
                 close_old_connections()
-                self._stop.wait(self.poll_interval)
             self._slow_down()
         return found
 
@@ -303,12 +306,9 @@ class Worker:
 
         Each message keeps its own savepoint (its effects, inbox row, retry or dead letter), so one
         failure undoes only its own work; the acks go out after the commit. If the transaction itself
-        fails (the database went away), it is rolled back and the messages take the one-by-one path,
-        which requeues them. Messages not reached before a stop request are requeued.
+        fails, it is rolled back and they go one by one; the messages of a database that is down are parked
+        (:mod:`.parking`). Messages not reached before a stop request are requeued.
         """
-        if len(deliveries) == 1:
-            self._settle_one(consumer, deliveries[0])
-            return
         fallback = alias_for(None)
         groups: dict[str, list[Delivery]] = {}
         for delivery in deliveries:
@@ -316,6 +316,9 @@ class Worker:
                 self._settle_one(consumer, delivery)  # dead letter, ack
                 continue
             groups.setdefault(database_of(delivery, fallback), []).append(delivery)
+        if down := [d for alias in list(groups) if not self.unreachable.due(alias) for d in groups.pop(alias)]:
+            park(consumer, down)  # their database is down: behind the other tenants' messages, a pause if alone
+            self._stop.wait(0 if groups else self.poll_interval)
         for alias, group in groups.items():
             for start in range(0, len(group), limit):
                 chunk = group[start : start + limit]
@@ -340,7 +343,9 @@ class Worker:
             )
             self.stats.restore(counts)
             close_old_connections()
-            for delivery in deliveries:
+            for i, delivery in enumerate(deliveries):
+                if not self.unreachable.due(alias):  # the database went away: park the rest
+                    return park(consumer, deliveries[i:])
                 self._settle_one(consumer, delivery)
             return
         consumer.ack(deliveries[:taken])
@@ -355,6 +360,7 @@ class Worker:
             else:
                 self.handle_delivery(delivery, fallback_alias=alias_for(None))
         except (OperationalError, InterfaceError) as exc:
+            self.unreachable.failed(database_of(delivery, alias_for(None)))  # its next messages are parked
             self._requeue(consumer, delivery, f"database unavailable ({exc}); message requeued")
             return
         except Exception as exc:  # a bug must neither lose the message nor stop the worker
@@ -393,22 +399,19 @@ class Worker:
         while not self._stop.wait(5.0) and not self.drain.empty.is_set():
             self.progress(self.stats.line())
 
-    def _wait_for_stop(self) -> None:
-        self._stop.wait()
-
     def run(self) -> Stats:
         threads: list[threading.Thread] = []
         if self.relay is not None and self.relay.channel_names:
             threads.append(threading.Thread(target=self._relay_loop, name="ecotone-relay", daemon=True))
         if self.progress is not None:
             threads.append(threading.Thread(target=self._progress_loop, name="ecotone-progress", daemon=True))
-        loops: list[Callable[[], None]] = []
+        loops: list[Callable[[], object]] = []
         for broker in self.broker_channels:
             loops.extend([lambda b=broker: self._broker_loop(b)] * self.concurrency)  # type: ignore[misc]
         if self.database_channels:
             loops.extend([self._database_loop] * self.concurrency)
         if not loops:
-            loops.append(self._wait_for_stop)  # relay only
+            loops.append(self._stop.wait)  # relay only
         for thread in threads:
             thread.start()
         main, *others = loops
@@ -433,7 +436,7 @@ class Worker:
             raise errors[0]
         return self.stats
 
-    def _fatal_to(self, errors: list[BaseException], loop: Callable[[], None]) -> Callable[[], None]:
+    def _fatal_to(self, errors: list[BaseException], loop: Callable[[], object]) -> Callable[[], None]:
         """Run a consumer loop in a thread; an error that escapes it stops the worker and re-raises in run()."""
 
         def run_loop() -> None:

@@ -30,7 +30,13 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 
-DEBUG = env.bool("DEBUG", default=True)
+DEBUG = env.bool("DEBUG", default=False)
+# Local use only: an anonymous request may name its tenant in an X-Tenant header (curl, docker compose).
+# Anyone could then act for any tenant, so it needs DEBUG on as well; the tenant is otherwise the signed-in
+# user's (accounts.TenantMembership).
+SHOP_ALLOW_TENANT_HEADER = env.bool("SHOP_ALLOW_TENANT_HEADER", default=False)
+if SHOP_ALLOW_TENANT_HEADER and not DEBUG:
+    raise ImproperlyConfigured("SHOP_ALLOW_TENANT_HEADER is for local use only: it needs DEBUG=1 as well")
 SECRET_KEY = env.str("SECRET_KEY", default="ecotone-example-insecure-development-key")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 
@@ -160,6 +166,8 @@ ECOTONE = {
     "WORKER": {
         "POLL_INTERVAL": env.float("ECOTONE_POLL_INTERVAL", default=0.1),
         "RELAY_INTERVAL": env.float("ECOTONE_RELAY_INTERVAL", default=0.5),
+        # How long a stopped worker may hold the rows it claimed (seconds of idle transaction).
+        "CLAIM_LEASE": env.float("ECOTONE_CLAIM_LEASE", default=60),
     },
 }
 

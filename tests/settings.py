@@ -114,6 +114,13 @@ ORDERS_PREMIUM = os.environ.get("ECOTONE_TEST_ORDERS_PREMIUM") or "rabbit"
 #: Channels the transport contract (tests/contract) runs one handler on, picked by this header.
 CONTRACT_CHANNELS = ("db", "rabbit", "redis", "sqs", "kafka")
 
+# The poll interval of worker processes (seconds): short, unless a test needs the default's behaviour.
+POLL_INTERVAL = float(os.environ.get("ECOTONE_TEST_POLL_INTERVAL", "0.05"))
+# The claim lease of the worker processes of the lease tests (seconds).
+CLAIM_LEASE = (
+    {"CLAIM_LEASE": float(os.environ["ECOTONE_TEST_CLAIM_LEASE"])} if "ECOTONE_TEST_CLAIM_LEASE" in os.environ else {}
+)
+
 ECOTONE = {
     "TENANCY": {
         "HEADER": "tenant",
@@ -159,8 +166,12 @@ ECOTONE = {
     # The transport contract's handlers, on every channel: tests/contract/.
     "HANDLER_MODULES": ["tests.badinput.handlers", "tests.contract.handlers"],
     "RETRY": {"MAX_ATTEMPTS": 3, "BACKOFF_SECONDS": 0, "MULTIPLIER": 1, "MAX_BACKOFF_SECONDS": 0},
-    "WORKER": {"POLL_INTERVAL": 0.05, "RELAY_INTERVAL": 0.2},
+    "WORKER": {"POLL_INTERVAL": POLL_INTERVAL, "RELAY_INTERVAL": 0.2, **CLAIM_LEASE},
 }
+
+# Worker processes of the signing tests get their keys from the environment (JSON of ECOTONE["SIGNING"]).
+if os.environ.get("ECOTONE_TEST_SIGNING"):
+    ECOTONE["SIGNING"] = json.loads(os.environ["ECOTONE_TEST_SIGNING"])
 
 LOGGING = {
     "version": 1,

@@ -4,7 +4,9 @@ A consumer claims due rows with ``SELECT … FOR UPDATE SKIP LOCKED`` (PostgreSQ
 MariaDB; SQLite serialises writers instead) in the transaction that handles
 them, and deletes them there, so the handler's effects and the removal commit
 together. Rows claimed but not acknowledged stay queued when that transaction
-ends.
+ends. A claim holds its rows for at most ``WORKER["CLAIM_LEASE"]`` seconds of idle
+time: the database ends a claiming transaction that idles longer (a stopped
+worker), see :mod:`ecotone_django.storage.lease`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import threading
 from collections.abc import Iterable, Sequence
 
 from ..clock import now
+from ..conf import get_config
+from ..storage import lease
 from ..storage import outbox as table
 from .base import Channel, Delivery
 
@@ -36,6 +40,7 @@ class DatabaseConsumer:
         self.tenants = list(tenants)
         self._next: dict[str, int] = {}  # per database: the channel whose turn it is
         self._lock = threading.Lock()
+        self.lease = get_config().worker.claim_lease
 
     def receive(self, alias: str, limit: int) -> list[Delivery]:
         """Lock up to ``limit`` due rows of one channel in ``alias``; call it inside ``atomic(using=alias)``."""
@@ -45,6 +50,7 @@ class DatabaseConsumer:
         with self._lock:
             first = self._next.get(alias, 0)
         turns = [self.channel_names[(first + offset) % count] for offset in range(count)]
+        lease.hold(alias, self.lease)
         channel, rows = table.claim(alias, turns, now(), self.tenants, limit)
         if channel is None:
             return []

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import psycopg
 
+from tests.chaos.tenant_faults import tenant_down
 from tests.helpers.processes import ManagedProcess, spawn_manage, wait_for
 from tests.helpers.tcp_proxy import TcpProxy
 
@@ -49,6 +50,7 @@ class Fault(enum.StrEnum):
     CONNECTION_DROP = "connection_drop"  # pg_terminate_backend on every backend of our databases
     BLACK_HOLE = "black_hole"  # the proxy to RabbitMQ stops forwarding, connections left open, for seconds
     BROKER_BLOCKED = "broker_blocked"  # a RabbitMQ memory alarm blocks every publisher for seconds
+    TENANT_DOWN = "tenant_down"  # one tenant database refuses connections for seconds (tenant_faults.py)
 
     @property
     def disruptive(self) -> bool:
@@ -66,6 +68,7 @@ class Fault(enum.StrEnum):
             Fault.CONNECTION_DROP: "pg_terminate_backend",
             Fault.BLACK_HOLE: "proxy to RabbitMQ black-holed",
             Fault.BROKER_BLOCKED: "RabbitMQ memory alarm (blocked)",
+            Fault.TENANT_DOWN: "one tenant database down",
         }[self]
 
 
@@ -612,6 +615,9 @@ class FaultInjector:
         finally:
             self.services.unblock_publishers()
         return f"set_vm_memory_high_watermark 0, {seconds:.1f} s blocked, then {MEMORY_HIGH_WATERMARK}"
+    def _tenant_down(self, stop: threading.Event) -> str:
+        seconds = self.rng.uniform(*self.timing.outage)
+        return tenant_down(self.services.postgres_url, self.services.databases, seconds, stop)
 
     def _connection_drop(self, stop: threading.Event) -> str:
         cut = self.services.drop_connections()

@@ -32,6 +32,7 @@ CHANNEL |= {"big_corp": "orders_premium", "enterprise_x": "orders_premium"}
 # Everything the example's settings read from the environment, so that the caller's shell cannot leak in.
 EXAMPLE_VARIABLES = (
     "DEBUG",
+    "SHOP_ALLOW_TENANT_HEADER",
     "SECRET_KEY",
     "ALLOWED_HOSTS",
     "DATABASE_URL",
@@ -43,6 +44,7 @@ EXAMPLE_VARIABLES = (
     "ECOTONE_DEMO_VAR_DIR",
     "ECOTONE_POLL_INTERVAL",
     "ECOTONE_RELAY_INTERVAL",
+    "ECOTONE_CLAIM_LEASE",
     "SHOP_UNPAID_RATE",
     "SHOP_LATE_PAYMENT_RATE",
     "SHOP_SHIPMENT_FAILURE_RATE",
@@ -179,6 +181,7 @@ def test_views(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in EXAMPLE_VARIABLES}
     env |= {"DJANGO_SETTINGS_MODULE": "example_project.settings", "ECOTONE_DEMO_VAR_DIR": str(tmp_path)}
     env |= {"SHOP_UNPAID_RATE": "0", "SHOP_LATE_PAYMENT_RATE": "0", "SHOP_SHIPMENT_FAILURE_RATE": "0"}
+    env |= {"DEBUG": "1", "SHOP_ALLOW_TENANT_HEADER": "1"}  # the X-Tenant checks: local use
     result = subprocess.run(
         [sys.executable, "-m", "tests.example.views_scenario"],
         cwd=REPO_ROOT,
@@ -189,3 +192,24 @@ def test_views(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "every view check passed" in result.stdout, result.stdout[-4000:]
+
+
+def _example_settings(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+    """Load the example's settings in a clean environment (plus ``variables``); print DEBUG and the header switch."""
+    env = {k: v for k, v in os.environ.items() if k not in EXAMPLE_VARIABLES}
+    env |= {"DJANGO_SETTINGS_MODULE": "example_project.settings", "ECOTONE_DEMO_VAR_DIR": str(tmp_path), **variables}
+    code = "from django.conf import settings; print(settings.DEBUG, settings.SHOP_ALLOW_TENANT_HEADER)"
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.skipif(ENGINE != "sqlite", reason="runs once, under ECOTONE_TEST_DB=sqlite")
+def test_the_example_is_secure_by_default(tmp_path: Path) -> None:
+    """DEBUG off and no X-Tenant header unless asked for; the header only together with DEBUG (local use)."""
+    assert _example_settings(tmp_path).stdout.split() == ["False", "False"]
+    assert _example_settings(tmp_path, DEBUG="1").stdout.split() == ["True", "False"]
+    local = _example_settings(tmp_path, DEBUG="1", SHOP_ALLOW_TENANT_HEADER="1")
+    assert local.stdout.split() == ["True", "True"], local.stderr[-2000:]
+    refused = _example_settings(tmp_path, SHOP_ALLOW_TENANT_HEADER="1")
+    assert refused.returncode != 0 and "needs DEBUG=1" in refused.stderr, refused.stderr[-2000:]

@@ -150,7 +150,7 @@ def test_the_checks_are_registered_with_django() -> None:
 def test_e001_a_typo_in_the_setting_names_the_key_and_the_valid_keys() -> None:
     error = only(check_ecotone(), "ecotone.E001")
     assert "unknown key(s) 'CHANELS'" in error.msg
-    assert "valid keys are CELERY_APP, CHANNELS, DEFAULT_CHANNEL" in error.msg
+    assert "valid keys are ADMIN_DATABASES, CELERY_APP, CHANNELS, DEFAULT_CHANNEL" in error.msg
     assert error.hint and "README" in error.hint
 
 

@@ -135,7 +135,7 @@ def test_inbox_retention_accepts_a_timedelta() -> None:
             {"WORKER": {"POLL": 1, "BATCH": 2}},
             'ECOTONE["WORKER"]',
             "'BATCH' (did you mean 'BATCH_SIZE'?), 'POLL'",
-            "BATCH_SIZE, CLAIM_SIZE, POLL_INTERVAL, RELAY_INTERVAL, SLOW_AFTER_FAILURES",
+            "BATCH_SIZE, CLAIM_LEASE, CLAIM_SIZE, POLL_INTERVAL, RELAY_INTERVAL, SLOW_AFTER_FAILURES",
         ),
     ],
     ids=["top level", "TENANCY", "CHANNELS entry", "RETRY", "WORKER"],

@@ -3,7 +3,10 @@
 A message is a task named ``ecotone_django.handle`` with JSON arguments
 ``[envelope, handler_id, channel, attempts]``, so that ``celery worker`` runs it
 (:mod:`ecotone_django.tasks`) as well as ``consume_channel``. Only JSON is ever
-read: any other content type (pickle above all) is refused unread.
+read: any other content type (pickle above all) is refused unread. With
+``ECOTONE["SIGNING"]`` every task carries a signature (:mod:`ecotone_django.signing`)
+and a delivery whose signature does not verify is handed over as an error, never
+as an envelope.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ...exceptions import DecodeError
+from ...exceptions import BadSignatureError, DecodeError
 from ...messages import Envelope
+from ...signing import Keyring, Signed, get_keyring
+from ...tenancy import tenant_of
 from ..base import Delivery
 
 if TYPE_CHECKING:
@@ -54,13 +59,34 @@ def protocol2_message(
 
 
 def task_message(row: OutboxMessage) -> tuple[dict[str, Any], str]:
-    """Celery protocol-2 headers and JSON body for an outbox row."""
-    return protocol2_message(
+    """Celery protocol-2 headers and JSON body for an outbox row, signed when ``ECOTONE["SIGNING"]`` is set."""
+    headers, body = protocol2_message(
         TASK_NAME,
         f"{row.message_id}:{row.handler}"[:255],
         [row.body, row.handler, row.channel, row.attempts],
         f"({row.message_type!r}, {row.handler!r})",
     )
+    keyring = get_keyring()
+    if keyring is not None:
+        signed = Signed(row.body, row.message_id, row.message_type, row.tenant, row.handler, row.channel, row.attempts)
+        headers.update(keyring.sign(signed))
+    return headers, body
+
+
+def verify(
+    keyring: Keyring,
+    headers: Mapping[str, Any] | None,
+    body: str,
+    envelope: Envelope | None,
+    handler_id: str,
+    channel: str,
+    attempts: int,
+) -> None:
+    """Raise :class:`BadSignatureError` unless ``headers`` sign this task (see :func:`task_message`)."""
+    if envelope is None:
+        raise BadSignatureError("bad signature: the envelope cannot be decoded, so its signature cannot be checked")
+    tenant = tenant_of(envelope) or ""
+    keyring.verify(headers, Signed(body, envelope.id, envelope.type, tenant, handler_id, channel, attempts))
 
 
 def _arguments(headers: Mapping[str, Any] | None, content_type: str | None, body: bytes | str) -> list[Any]:
@@ -107,4 +133,10 @@ def read_task(message: Message, channel: str) -> Delivery:
         envelope: Envelope | None = Envelope.decode(body)
     except DecodeError:
         envelope = None  # the worker dead-letters it with the reason
+    keyring = get_keyring()
+    if keyring is not None:
+        try:
+            verify(keyring, message.headers, body, envelope, handler_id, task_channel, attempts)
+        except BadSignatureError as exc:  # never handled, and dead-lettered in the default database
+            return Delivery(body, handler_id, task_channel, attempts, error=exc, tag=message)
     return Delivery(body, handler_id, task_channel, attempts, envelope, tag=message)

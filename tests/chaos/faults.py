@@ -615,6 +615,7 @@ class FaultInjector:
         finally:
             self.services.unblock_publishers()
         return f"set_vm_memory_high_watermark 0, {seconds:.1f} s blocked, then {MEMORY_HIGH_WATERMARK}"
+
     def _tenant_down(self, stop: threading.Event) -> str:
         seconds = self.rng.uniform(*self.timing.outage)
         return tenant_down(self.services.postgres_url, self.services.databases, seconds, stop)

@@ -154,6 +154,14 @@ ECOTONE = {
     "WORKER": {"POLL_INTERVAL": 0.05, "RELAY_INTERVAL": 0.2},
 }
 
+# django.tasks (the backport on Django 5.2): tests/testapp/jobs.py and tests/*/test_task_backend*.py.
+TASKS = {
+    "default": {
+        "BACKEND": "ecotone_django.task_backends.OutboxBackend",
+        "QUEUES": ["default", "db", "rabbit", "orders"],
+    }
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

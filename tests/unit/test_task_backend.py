@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import call_command
-from django.db import transaction
+from django.db import connections, transaction
 from django.test import override_settings
 
 from ecotone_django.clock import clock, now
@@ -217,10 +217,13 @@ def test_signals_are_sent_as_django_sends_them() -> None:
 
 def test_async_enqueue_task_and_result() -> None:
     async def scenario() -> Any:
-        with tenant_context("enterprise_x"):
-            result = await jobs.arecord.aenqueue("x")
-            await sync_to_async(drain)()
-            return await jobs.arecord.aget_result(result.id)
+        try:
+            with tenant_context("enterprise_x"):
+                result = await jobs.arecord.aenqueue("x")
+                await sync_to_async(drain)()
+                return await jobs.arecord.aget_result(result.id)
+        finally:  # the thread sync_to_async ran on keeps its connections: close them before teardown
+            await sync_to_async(connections.close_all)()
 
     done = asyncio.run(scenario())
     assert done.status == Status.SUCCESSFUL and done.return_value == "X"

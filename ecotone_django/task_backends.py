@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.core import checks
 
 from .bus import build_envelope
 from .channels import channels
@@ -111,6 +112,16 @@ class OutboxBackend(BaseTaskBackend):
                 f"queue {queue_name!r} names no ECOTONE channel; channels are {', '.join(sorted(channels.names()))}"
             )
         return name
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        """``ecotone.T001`` for each of ``QUEUES`` that names no ``ECOTONE`` channel."""
+        errors: list[checks.CheckMessage] = []
+        for queue in sorted(self.queues):
+            try:
+                self.channel_of(queue)
+            except InvalidTask as exc:
+                errors.append(checks.Error(f"TASKS[{self.alias!r}]['QUEUES']: {exc}", id="ecotone.T001"))
+        return errors
 
     def validate_task(self, task: Any) -> None:
         super().validate_task(task)

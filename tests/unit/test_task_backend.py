@@ -243,3 +243,11 @@ def test_cleanup_deletes_finished_results_past_the_retention_only() -> None:
     assert "Deleted 1 finished task result(s)" in out.getvalue()
     assert set(TaskRun.objects.using("big_corp").values_list("pk", flat=True)) == {pending.id, fresh.id}
     assert old.id not in {pending.id, fresh.id}
+
+
+def test_a_queue_naming_no_channel_is_a_system_check_error() -> None:
+    assert tasks_api.task_backends["default"].check() == []
+    broken = {"default": {"BACKEND": "ecotone_django.task_backends.OutboxBackend", "QUEUES": ["default", "nope"]}}
+    with override_settings(TASKS=broken):
+        errors = tasks_api.task_backends["default"].check()
+    assert [e.id for e in errors] == ["ecotone.T001"] and "'nope' names no ECOTONE channel" in errors[0].msg

@@ -80,6 +80,9 @@ __all__ = [
 #: How long ``ecotone_cleanup`` keeps finished task results unless a backend's OPTIONS say otherwise.
 DEFAULT_RESULT_RETENTION_SECONDS = 7 * 24 * 3600
 
+#: The columns an attempt changes.
+UPDATED_FIELDS = ["status", "return_value", "errors", "worker_ids", "started_at", "finished_at", "last_attempted_at"]
+
 #: The id a worker process records in a result's ``worker_ids``: host and process id.
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -183,7 +186,10 @@ def run_task(message: RunTask) -> None:
     """Run the task of ``message`` and record the outcome on its result row (see the module docstring)."""
     api = require_tasks_api()
     alias = current_alias()
-    row = TaskRun.objects.using(alias).select_for_update().filter(pk=message.result_id).first()
+    # No FOR UPDATE: the inbox row (inserted first, unique per message) already keeps a second delivery of
+    # this message waiting until this one commits, and a task has one copy in flight (its retry is enqueued
+    # by the transaction that ends the attempt; a dead letter is replayed only once it is FAILED).
+    row = TaskRun.objects.using(alias).filter(pk=message.result_id).order_by().first()
     if row is None:
         raise MessageError(f"no task result {message.result_id!r} in database {alias!r} (deleted meanwhile?)")
     if row.status == TaskRun.SUCCESSFUL:
@@ -208,7 +214,7 @@ def run_task(message: RunTask) -> None:
         _record_failure(row, exc, sender)
         return
     row.status, row.finished_at, row.return_value = TaskRun.SUCCESSFUL, now(), value
-    row.save(using=alias)
+    row.save(using=alias, update_fields=UPDATED_FIELDS)
     tasks_signals.task_finished.send(sender=sender, task_result=to_task_result(row, task))
 
 
@@ -223,11 +229,11 @@ def _record_failure(row: TaskRun, exc: Exception, sender: type) -> None:
     channel = envelope.payload["channel"]
     if row.attempts < retry.max_attempts:
         row.status = TaskRun.READY
-        row.save(using=alias)
+        row.save(using=alias, update_fields=UPDATED_FIELDS)
         enqueue(copy, task_handler(), channel, now() + retry.backoff(row.attempts), attempts=row.attempts)
         return
     row.status, row.finished_at = TaskRun.FAILED, now()
-    row.save(using=alias)
+    row.save(using=alias, update_fields=UPDATED_FIELDS)
     dead_letter(
         alias,
         reason=f"task failed {row.attempts} time(s): {type(exc).__name__}: {exc}"[:255],

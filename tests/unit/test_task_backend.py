@@ -251,3 +251,13 @@ def test_a_queue_naming_no_channel_is_a_system_check_error() -> None:
     with override_settings(TASKS=broken):
         errors = tasks_api.task_backends["default"].check()
     assert [e.id for e in errors] == ["ecotone.T001"] and "'nope' names no ECOTONE channel" in errors[0].msg
+
+
+def test_the_testing_harness_runs_tasks_like_any_message(ecotone: Any) -> None:
+    with tenant_context("big_corp"):
+        result = jobs.record.using(run_after=now() + timedelta(minutes=5)).enqueue("harnessed")
+    assert [m.message.task_path for m in ecotone.recorded_commands] == ["tests.testapp.jobs.record"]
+    assert ecotone.run() == 0
+    ecotone.advance(timedelta(minutes=6))
+    with tenant_context("big_corp"):
+        assert jobs.record.get_result(result.id).status == Status.SUCCESSFUL

@@ -144,7 +144,7 @@ def _task_of(row: TaskRun) -> Any:
     task = import_string(row.task_path)
     if not isinstance(task, api.base.Task):
         raise MessageError(f"{row.task_path} is not a django.tasks Task (decorate the function with @task)")
-    return task.using(queue_name=row.queue_name, priority=row.priority, backend=row.backend)
+    return task.using(queue_name=row.queue_name, priority=row.priority, backend=row.backend, run_after=row.run_after)
 
 
 def to_task_result(row: TaskRun, task: Any = None) -> Any:

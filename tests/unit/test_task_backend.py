@@ -261,3 +261,15 @@ def test_the_testing_harness_runs_tasks_like_any_message(ecotone: Any) -> None:
     ecotone.advance(timedelta(minutes=6))
     with tenant_context("big_corp"):
         assert jobs.record.get_result(result.id).status == Status.SUCCESSFUL
+
+
+def test_a_result_carries_the_task_as_enqueued() -> None:
+    later = now() + timedelta(minutes=1)
+    with tenant_context("big_corp"):
+        enqueued = jobs.record.using(run_after=later, priority=7).enqueue("as-enqueued")
+        read = jobs.record.get_result(enqueued.id)
+    assert read.task.func is jobs.record.func
+    assert (read.task.run_after, read.task.priority, read.task.queue_name) == (later, 7, "db")
+    assert read.enqueued_at == enqueued.enqueued_at and read.args == ["as-enqueued"]
+    with tenant_context("big_corp"), pytest.raises(tasks_api.exceptions.TaskResultMismatch):
+        jobs.add.get_result(enqueued.id)

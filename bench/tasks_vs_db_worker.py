@@ -144,8 +144,8 @@ def measure(name: str, tasks: int, paced: int, interval: float, log: Any) -> dic
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=10_000)
-    parser.add_argument("--paced", type=int, default=500)
-    parser.add_argument("--interval", type=float, default=0.02)
+    parser.add_argument("--paced", type=int, default=300)
+    parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--sides", default=",".join(SIDES))
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--produce", type=int, default=None, help=argparse.SUPPRESS)

@@ -31,7 +31,7 @@ if str(REPO_ROOT) not in sys.path:  # `python bench/run.py` puts bench/ first, n
 
 
 def _figures() -> dict[str, Callable[[Any], Any]]:
-    from bench.figures import dbchannel, latency, peers, scale, throughput
+    from bench.figures import dbchannel, latency, peers, scale, tasks, throughput
 
     return {
         "relay_vs_raw_publish": throughput.relay_vs_raw_publish,
@@ -48,6 +48,7 @@ def _figures() -> dict[str, Callable[[Any], Any]]:
         "peers_broker_throughput_vs_best": peers.peers_broker_throughput,
         "peers_broker_p99_vs_best": peers.peers_broker_p99,
         "peers_ours_lost_doubled": peers.peers_ours_lost_doubled,
+        "tasks_vs_db_worker": tasks.tasks_vs_db_worker,
     }
 
 
@@ -66,6 +67,7 @@ FIGURE_NAMES = (
     "peers_broker_throughput_vs_best",
     "peers_broker_p99_vs_best",
     "peers_ours_lost_doubled",
+    "tasks_vs_db_worker",
 )
 PEER_NAMES = ("procrastinate", "django_tasks_db", "dbos", "celery", "dramatiq")
 

@@ -32,7 +32,7 @@ from django.utils.timezone import localtime
 
 from .clock import now
 from .conf import get_config
-from .models import DeadLetter, OutboxMessage, SagaState
+from .models import DeadLetter, OutboxMessage, SagaState, TaskRun
 from .replay import replay_many
 
 if TYPE_CHECKING:
@@ -314,3 +314,49 @@ class OutboxMessageAdmin(DatabaseChooserMixin, ReadOnlyMixin, admin.ModelAdmin):
     @admin.display(description="envelope")
     def envelope_display(self, obj: OutboxMessage) -> SafeString:
         return _pre(_pretty_json(obj.body))
+
+
+@admin.register(TaskRun)
+class TaskRunAdmin(DatabaseChooserMixin, ReadOnlyMixin, admin.ModelAdmin):
+    """``django.tasks`` results of the OutboxBackend, per tenant database."""
+
+    deletable = True
+    list_display = ["id", "task_path", "status", "tenant_database", "tenant", "queue_name", "attempts", "enqueued_at"]
+    list_filter = [DatabaseFilter, "status", "task_path"]
+    search_fields = ["id", "task_path"]
+    fields = [
+        "tenant_database",
+        "id",
+        "task_path",
+        "status",
+        "backend",
+        "queue_name",
+        "priority",
+        "tenant",
+        "enqueued_at",
+        "run_after",
+        "started_at",
+        "last_attempted_at",
+        "finished_at",
+        "worker_ids",
+        "arguments_display",
+        "return_value_display",
+        "errors_display",
+    ]
+    readonly_fields = ["tenant_database", "arguments_display", "return_value_display", "errors_display"]
+
+    @admin.display(description="arguments")
+    def arguments_display(self, obj: TaskRun) -> SafeString:
+        return _pre(json.dumps({"args": obj.args, "kwargs": obj.kwargs}, indent=2, ensure_ascii=False))
+
+    @admin.display(description="return value")
+    def return_value_display(self, obj: TaskRun) -> SafeString | str:
+        return (
+            _pre(json.dumps(obj.return_value, indent=2, ensure_ascii=False))
+            if obj.status == TaskRun.SUCCESSFUL
+            else "-"
+        )
+
+    @admin.display(description="errors")
+    def errors_display(self, obj: TaskRun) -> SafeString | str:
+        return _pre("\n".join(error.get("traceback", "") for error in obj.errors)) if obj.errors else "-"

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
+from asgiref.sync import sync_to_async
 from django.db import transaction
 
 from . import serialization
@@ -173,6 +174,16 @@ class CommandBus:
         envelope, available_at = _sent(Kind.COMMAND, command, metadata)
         return _dispatch(handler, command, envelope, available_at, registry)
 
+    async def asend(self, command: Any, metadata: Mapping[str, Any] | None = None) -> Any:
+        """:meth:`send` from async code, on the thread that holds the caller's database connections.
+
+        ``sync_to_async(thread_sensitive=True)``: the send runs where the view's other ORM calls run, so
+        it uses the same connection. Outside a transaction it commits (and publishes) at once, as
+        :meth:`send` does; to send atomically with rows, put ``transaction.atomic`` and a plain
+        :meth:`send` in one function and await it with ``sync_to_async``.
+        """
+        return await sync_to_async(self.send, thread_sensitive=True)(command, metadata)
+
 
 class EventBus:
     """Publish an event to every handler subscribed to its class (or a base class)."""
@@ -192,6 +203,10 @@ class EventBus:
             for handler in handlers:
                 _dispatch(handler, event, envelope, available_at, registry)
 
+    async def apublish(self, event: Any, metadata: Mapping[str, Any] | None = None) -> None:
+        """:meth:`publish` from async code (see :meth:`CommandBus.asend` for the transaction semantics)."""
+        await sync_to_async(self.publish, thread_sensitive=True)(event, metadata)
+
 
 class QueryBus:
     """Ask a query of its one (synchronous) handler and return the answer."""
@@ -203,6 +218,10 @@ class QueryBus:
         handler = registry.single(type(query), Kind.QUERY)
         envelope, _ = _sent(Kind.QUERY, query, metadata)
         return invoke(handler, query, envelope, registry)
+
+    async def aquery(self, query: Any, metadata: Mapping[str, Any] | None = None) -> Any:
+        """:meth:`send` from async code (see :meth:`CommandBus.asend` for the transaction semantics)."""
+        return await sync_to_async(self.send, thread_sensitive=True)(query, metadata)
 
 
 def send_to_channel(name: str, message: Any, metadata: Mapping[str, Any] | None = None) -> None:

@@ -12,7 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from inspect import iscoroutinefunction
 from typing import Any
+
+from asgiref.sync import async_to_sync
 
 from .declarations import Injected, Metadata
 from .exceptions import MessageError
@@ -72,9 +75,10 @@ def call_handler(
 ) -> Any:
     """Call a non-saga handler with the message and its injected arguments."""
     kwargs = bind_arguments(handler, envelope, services)
+    func = async_to_sync(handler.func) if iscoroutinefunction(handler.func) else handler.func
     if handler.binding is Binding.INSTANCE:
         assert handler.owner is not None
-        return handler.func(registry.instance_of(handler.owner), message, **kwargs)
+        return func(registry.instance_of(handler.owner), message, **kwargs)
     if handler.binding is Binding.CLASS:
-        return handler.func(handler.owner, message, **kwargs)
-    return handler.func(message, **kwargs)
+        return func(handler.owner, message, **kwargs)
+    return func(message, **kwargs)

@@ -129,3 +129,46 @@ class SagaHistory(models.Model):
         db_table = "ecotone_saga_history"
         ordering = ["handled_at", "id"]
         verbose_name_plural = "saga history"
+
+
+class TaskRun(models.Model):
+    """The result of a ``django.tasks`` task enqueued through :class:`~ecotone_django.task_backends.OutboxBackend`.
+
+    Written in the tenant's database: inserted with the task's outbox row, updated in the transaction that
+    handles it (so a task's effects and its result commit together). ``errors`` holds one
+    ``{"exception_class_path", "traceback"}`` per failed attempt; ``worker_ids`` one entry per attempt.
+    """
+
+    READY, RUNNING, FAILED, SUCCESSFUL = "READY", "RUNNING", "FAILED", "SUCCESSFUL"
+    STATUS_CHOICES = [(s, s.capitalize()) for s in (READY, RUNNING, FAILED, SUCCESSFUL)]
+
+    id = models.CharField(max_length=36, primary_key=True)
+    task_path = models.CharField(max_length=255)
+    backend = models.CharField(max_length=100)
+    queue_name = models.CharField(max_length=150)
+    priority = models.IntegerField(default=0)
+    tenant = models.CharField(max_length=150, blank=True, default="")
+    status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=READY)
+    args = models.JSONField(default=list)
+    kwargs = models.JSONField(default=dict)
+    return_value = models.JSONField(null=True, blank=True)
+    errors = models.JSONField(default=list)
+    worker_ids = models.JSONField(default=list)
+    enqueued_at = models.DateTimeField()
+    run_after = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    last_attempted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "ecotone_task_result"
+        verbose_name = "task result"
+        ordering = ["-enqueued_at", "-id"]
+        indexes = [models.Index(fields=["status", "finished_at"], name="ecotone_task_finished")]
+
+    def __str__(self) -> str:
+        return f"{self.task_path} {self.id} ({self.status})"
+
+    @property
+    def attempts(self) -> int:
+        return len(self.worker_ids)

@@ -172,6 +172,13 @@ ECOTONE = {
 # Worker processes of the signing tests get their keys from the environment (JSON of ECOTONE["SIGNING"]).
 if os.environ.get("ECOTONE_TEST_SIGNING"):
     ECOTONE["SIGNING"] = json.loads(os.environ["ECOTONE_TEST_SIGNING"])
+# django.tasks (the backport on Django 5.2): tests/testapp/jobs.py and tests/*/test_task_backend*.py.
+TASKS = {
+    "default": {
+        "BACKEND": "ecotone_django.task_backends.OutboxBackend",
+        "QUEUES": ["default", "db", "rabbit", "orders"],
+    }
+}
 
 LOGGING = {
     "version": 1,

@@ -2,18 +2,22 @@
 
 The inbox keeps one row per handled message so that a redelivery is not handled
 twice. After ``ECOTONE["INBOX_RETENTION"]`` (default 7 days) no redelivery is
-expected any more; run this daily, like Django's ``clearsessions``.
+expected any more; run this daily, like Django's ``clearsessions``. Finished
+``django.tasks`` results go too once older than the task backend's
+``OPTIONS["RESULT_RETENTION"]`` (default 7 days).
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...clock import now
 from ...conf import get_config
-from ...models import InboxEntry
+from ...messaging import result_retention
+from ...models import InboxEntry, TaskRun
 from ...storage import inbox
 
 
@@ -43,3 +47,11 @@ class Command(BaseCommand):
             self.stdout.write(f"{alias}: {count} inbox row(s) older than {retention}")
         verb = "Would delete" if options["dry_run"] else "Deleted"
         self.stdout.write(f"{verb} {total} inbox row(s).")
+        keep = timedelta(seconds=result_retention())
+        results = 0
+        for alias in aliases:
+            finished = TaskRun.objects.using(alias).filter(
+                status__in=(TaskRun.SUCCESSFUL, TaskRun.FAILED), finished_at__lt=now() - keep
+            )
+            results += finished.count() if options["dry_run"] else finished.delete()[0]
+        self.stdout.write(f"{verb} {results} finished task result(s) older than {keep}.")

@@ -11,7 +11,9 @@
 3. places ``--orders`` orders for four tenants (two on the shared database, two on their own) at ``--rate``
    per second, plus a few poison messages that must end as dead letters;
 4. meanwhile injects faults at seeded random moments (``--faults``; see :class:`tests.chaos.faults.Fault`),
-   each logged; every process that dies on its own is a finding (and is restarted);
+   each logged; every process that dies on its own is a finding (and is restarted). Every process of the
+   run, the driver's sender included, reaches RabbitMQ through a loopback proxy that the ``black_hole``
+   fault tells to stop forwarding (connections left open);
 5. waits until every order settled, stops everything with SIGTERM, then reads the verdict from the
    databases (:mod:`tests.chaos.verify`), prints the report and exits 1 on any violation (2: could not run).
 

@@ -35,11 +35,11 @@ from ecotone_django.channels import channels
 from ecotone_django.models import OutboxMessage
 from ecotone_django.outbox import Relay
 from tests.celery_apps import rabbit_app
-from tests.helpers.processes import wait_for
+from tests.helpers.processes import spawn_manage, wait_for
 from tests.helpers.services import service_address
 from tests.helpers.tcp_proxy import TcpProxy
 from tests.integration.broker_fixtures import queue_depth, rabbit_queue, rabbit_url
-from tests.integration.conftest import ALL_DATABASES, WorkerFactory, stats_of
+from tests.integration.conftest import ALL_DATABASES, WorkerFactory, stats_of, worker_env
 from tests.testapp.messaging import RecordOnRabbit, SlowOnRabbit
 from tests.testapp.models import Record
 
@@ -173,6 +173,27 @@ def test_closing_a_kept_connection_into_a_black_hole_is_bounded(rabbit_queue: st
         closed = time.monotonic() - started
     print(f"\nclosing a kept connection into a black hole took {closed:.2f} s")
     assert closed < channel.socket_timeout + 0.5, closed  # type: ignore[attr-defined]
+
+
+def test_the_relay_behind_a_black_hole_stays_responsive_and_delivers_once_the_route_is_back(
+    rabbit_queue: str, through: TcpProxy, worker: WorkerFactory
+) -> None:
+    env = {"RABBITMQ_URL": through.url(rabbit_url())}  # the relay process publishes through the proxy too
+    relay = spawn_manage("relay_outbox", env=worker_env(env))
+    names = [f"bh-r{i}" for i in range(20)]
+    try:
+        with through.black_holed():
+            for name in names:
+                send(name)  # this process: back to the outbox within the deadline, then at once
+            assert outbox_rows() == len(names)
+            # The relay tries, its publish times out (it does not hang), and it keeps sweeping.
+            wait_for(lambda: "failed" in relay.output(), timeout=15, message="the relay's publish to time out")
+            healed = time.monotonic()
+        wait_for(lambda: outbox_rows() == 0, timeout=30, message="the relay process to publish every row")
+        print(f"\nthe relay process published {len(names)} rows {time.monotonic() - healed:.2f} s after the healing")
+    finally:
+        assert relay.stop() == 0
+    assert drain_with_worker(worker, rabbit_queue, names) == dict.fromkeys(names, 1)
 
 
 # -- black hole, consume side -----------------------------------------------------------------------------

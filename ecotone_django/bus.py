@@ -24,7 +24,7 @@ from .discovery import get_registry
 from .dispatch import Services, call_handler, current_envelope, handling
 from .exceptions import InvalidMetadataError, MessageTooLargeError, MissingTenantError, NoHandlerError
 from .handlers import Handler
-from .messages import CAUSATION_ID, CORRELATION_ID, TIMESTAMP, Envelope, message_name, uuid7
+from .messages import CAUSATION_ID, CORRELATION_ID, TIMESTAMP, TRACE_HEADERS, Envelope, message_name, uuid7
 from .outbox import enqueue
 from .registry import Registry
 from .sagas import handle_saga_message
@@ -68,7 +68,11 @@ def _delivery_time(metadata: Mapping[str, Any]) -> datetime | None:
 def _sent(kind: Kind, message: Any, metadata: Mapping[str, Any] | None) -> tuple[Envelope, datetime | None]:
     """:func:`build_envelope`, then announce the message (:data:`~ecotone_django.signals.message_sent`)."""
     envelope, available_at = build_envelope(message, metadata)
-    message_sent.send(sender=kind, message=message, envelope=envelope)
+    if message_sent.receivers:
+        responses: list[tuple[Any, Any]] = message_sent.send(sender=kind, message=message, envelope=envelope)
+        added = {k: v for _, extra in responses if extra for k, v in extra.items()}
+        if added:  # trace context from an observer (ecotone_django.telemetry)
+            envelope = envelope.with_headers(**added)
     return envelope, available_at
 
 
@@ -92,6 +96,9 @@ def build_envelope(message: Any, metadata: Mapping[str, Any] | None) -> tuple[En
             headers[tenancy.header] = parent.headers[tenancy.header]
         headers[CORRELATION_ID] = parent.headers.get(CORRELATION_ID, parent.id)
         headers[CAUSATION_ID] = parent.id
+        for key in TRACE_HEADERS:  # the trace goes on even where no tracer runs (telemetry replaces it otherwise)
+            if key in parent.headers:
+                headers[key] = parent.headers[key]
     headers.update({k: v for k, v in metadata.items() if k not in RESERVED_METADATA})
     headers.setdefault(CORRELATION_ID, message_id)
     headers[TIMESTAMP] = now().isoformat()

@@ -38,6 +38,12 @@ class Command(BaseCommand):
             "--tenant", action="append", default=None, dest="tenants", help="only this tenant's messages (repeatable)"
         )
         parser.add_argument("--no-relay", action="store_true", help="do not run the outbox relay in this process")
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=None,
+            help="serve Prometheus metrics on this port (/metrics; needs the 'metrics' extra)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["concurrency"] < 1:
@@ -57,6 +63,9 @@ class Command(BaseCommand):
             )
         except ConfigurationError as exc:
             raise CommandError(str(exc)) from exc
+        if options["metrics_port"] is not None:
+            _serve_metrics(options["metrics_port"])
+            self.stdout.write(f"metrics on port {options['metrics_port']}")
         logging.getLogger("ecotone_django").info("consuming %s", ", ".join(options["channels"]))
         worker.install_signal_handlers()
         self.stdout.write(f"consuming {', '.join(options['channels'])} (pid ready)")
@@ -72,3 +81,16 @@ class Command(BaseCommand):
         except Exception as exc:  # the run is over either way; only the count of what is left is missing
             left = f"what is left could not be counted: {type(exc).__name__}: {exc}"
         self.stdout.write(f"stopped: {worker.stop_reason} (handled {stats.handled}, {left})")
+
+
+def _serve_metrics(port: int) -> None:
+    try:
+        from ...telemetry.prometheus import serve_metrics  # noqa: PLC0415 - the optional 'metrics' extra
+    except ImportError as exc:
+        raise CommandError(
+            f"--metrics-port needs the 'metrics' extra (pip install ecotone-django[metrics]): {exc}"
+        ) from exc
+    try:
+        serve_metrics(port)
+    except OSError as exc:
+        raise CommandError(f"--metrics-port {port}: {exc}") from exc

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Any
 
+from django.apps import apps
 from django.db import DatabaseError
 from django.db.models import Count, Min
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -21,7 +22,6 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from .. import signals
 from ..clock import now
 from ..conf import get_config
-from ..models import OutboxMessage, SagaState
 from . import semconv as sc
 
 __all__ = ["Metrics"]
@@ -104,10 +104,12 @@ class Metrics:
     def _per_database(self) -> Iterable[tuple[str, int, float]]:
         """(alias, due rows, oldest due age in seconds) of every database; one that fails is skipped."""
         moment = now()
+        # Models are looked up, not imported: instrument() may run in an AppConfig.ready() before ours.
+        outbox = apps.get_model("ecotone_django", "OutboxMessage")
         for alias in get_config().database_aliases:
             try:
                 found = (
-                    OutboxMessage.objects.using(alias)
+                    outbox.objects.using(alias)
                     .filter(available_at__lte=moment)
                     .aggregate(count=Count("pk"), oldest=Min("available_at"))
                 )
@@ -124,10 +126,11 @@ class Metrics:
 
     def observe_sagas(self, options: CallbackOptions) -> Iterable[Observation]:
         observations: list[Observation] = []
+        sagas = apps.get_model("ecotone_django", "SagaState")
         for alias in get_config().database_aliases:
-            counts = dict.fromkeys((status for status, _ in SagaState.STATUS_CHOICES), 0)
+            counts = dict.fromkeys((status for status, _ in sagas.STATUS_CHOICES), 0)
             try:
-                rows = SagaState.objects.using(alias).values_list("status").annotate(n=Count("pk")).order_by()
+                rows = sagas.objects.using(alias).values_list("status").annotate(n=Count("pk")).order_by()
                 counts.update(dict(rows))
             except DatabaseError:
                 continue

@@ -16,6 +16,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from ecotone_django.telemetry import EcotoneInstrumentor
+from tests.integration.broker_fixtures import rabbit_queue  # noqa: F401 - a fixture
+from tests.integration.conftest import _database_service, worker  # noqa: F401 - fixtures
 
 
 @dataclass

@@ -12,7 +12,9 @@ on RabbitMQ (PostgreSQL run only).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,9 @@ def normalised(files: list[dict[str, Any]], telemetry: Telemetry) -> list[dict[s
             "links": [_hex(link["context"]["span_id"]) for link in s["links"]],
             "attributes": s["attributes"],
             "events": [e["name"] for e in s["events"]],
+            "start": datetime.fromisoformat(s["start_time"]).timestamp(),
+            "end": datetime.fromisoformat(s["end_time"]).timestamp(),
+            "service": s["resource"]["attributes"].get("service.name", ""),
         }
         for s in files
     ]
@@ -89,6 +94,9 @@ def normalised(files: list[dict[str, Any]], telemetry: Telemetry) -> list[dict[s
                 "links": [_hex(link.context.span_id).rjust(16, "0") for link in span.links],
                 "attributes": dict(span.attributes or {}),
                 "events": [e.name for e in span.events],
+                "start": (span.start_time or 0) / 1e9,
+                "end": (span.end_time or 0) / 1e9,
+                "service": "web",
             }
         )
     return result
@@ -187,6 +195,10 @@ def test_one_trace_per_request_across_database_channel_workers(
     order_trace = check_one_trace(spans, "/unpaid/Porto", TIMEOUT_CHAIN, "ecotone.database", using)
     payment_trace = check_one_trace(spans, f"/payments/{tenant}/unshippable", REFUND_CHAIN, "ecotone.database", using)
     assert order_trace != payment_trace
+    keep = os.environ.get("ECOTONE_TEST_KEEP_SPANS")  # docs/trace_waterfall.py draws docs/images/ from it
+    if keep and tenant == "shop-7":
+        kept = [s for s in spans if s["trace_id"] in (order_trace, payment_trace)]
+        Path(keep).write_text("".join(json.dumps(s) + "\n" for s in kept), encoding="utf-8")
     tenants = {s["attributes"].get("ecotone.tenant") for s in spans if s["kind"] == "CONSUMER"}
     assert tenants == {tenant}
 

@@ -15,8 +15,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from opentelemetry import metrics, trace
-from opentelemetry.metrics import MeterProvider
-from opentelemetry.trace import TracerProvider
+from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
+from opentelemetry.trace import NoOpTracerProvider, TracerProvider
 
 from . import semconv
 from .metrics import Metrics
@@ -37,7 +37,8 @@ class EcotoneInstrumentor:
 
     Keyword arguments of :meth:`instrument`: ``tracer_provider`` and ``meter_provider`` (default: the
     global ones), ``tracing`` / ``metrics`` (both ``True``) to leave either out, and ``tenant_label``
-    (``False``) to add the tenant to metric attributes — only where tenants are few.
+    (``False``) to add the tenant to metric attributes — only where tenants are few. A no-op provider
+    (``OTEL_SDK_DISABLED``, or passed in) connects nothing: the core then pays its check alone.
     """
 
     _instance: EcotoneInstrumentor | None = None
@@ -69,13 +70,14 @@ class EcotoneInstrumentor:
         if self._instrumented:
             return
         semconv.system_of.cache_clear()
-        if kwargs.get("tracing", True):
-            provider: TracerProvider | None = kwargs.get("tracer_provider")
+        provider: TracerProvider | None = kwargs.get("tracer_provider")
+        if kwargs.get("tracing", True) and not isinstance(provider or trace.get_tracer_provider(), NoOpTracerProvider):
             tracer = trace.get_tracer("ecotone_django", __version__, provider, schema_url=SCHEMA_URL)
-            self._tracing = Tracing(tracer)
+            self._tracing = Tracing(tracer, global_provider=provider is None)
             self._tracing.connect()
-        if kwargs.get("metrics", True):
-            self.instrument_metrics(kwargs.get("meter_provider"), tenant_label=kwargs.get("tenant_label", False))
+        meters: MeterProvider | None = kwargs.get("meter_provider")
+        if kwargs.get("metrics", True) and not isinstance(meters or metrics.get_meter_provider(), NoOpMeterProvider):
+            self.instrument_metrics(meters, tenant_label=kwargs.get("tenant_label", False))
         self._instrumented = True
 
     def instrument_metrics(self, meter_provider: MeterProvider | None = None, *, tenant_label: bool = False) -> None:
@@ -83,7 +85,7 @@ class EcotoneInstrumentor:
         if self._metrics is not None:
             self._metrics.disconnect()
         meter = metrics.get_meter("ecotone_django", __version__, meter_provider, schema_url=SCHEMA_URL)
-        self._metrics = Metrics(meter, tenant_label=tenant_label)
+        self._metrics = Metrics(meter, tenant_label=tenant_label, global_provider=meter_provider is None)
         self._metrics.connect()
 
     def uninstrument(self, **kwargs: Any) -> None:

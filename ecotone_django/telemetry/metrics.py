@@ -17,7 +17,7 @@ from typing import Any
 from django.apps import apps
 from django.db import DatabaseError
 from django.db.models import Count, Min
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.metrics import CallbackOptions, Meter, Observation, get_meter_provider
 
 from .. import signals
 from ..clock import now
@@ -35,8 +35,9 @@ DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 class Metrics:
     """The signal receivers that count messages, and the database gauges."""
 
-    def __init__(self, meter: Meter, *, tenant_label: bool = False) -> None:
+    def __init__(self, meter: Meter, *, tenant_label: bool = False, global_provider: bool = True) -> None:
         self.tenant_label = tenant_label
+        self.global_provider = global_provider
         self.handled = meter.create_counter("ecotone.messages.handled", "{message}", "Messages handled successfully")
         self.failed = meter.create_counter("ecotone.messages.failed", "{message}", "Handler runs that failed")
         self.retried = meter.create_counter("ecotone.messages.retried", "{message}", "Failed messages stored again")
@@ -75,14 +76,21 @@ class Metrics:
             attributes[sc.TENANT] = str(tenant)
         return attributes
 
+    def off(self) -> bool:
+        """No SDK yet: the global meter provider is still the API's own (a proxy to nothing)."""
+        return self.global_provider and type(get_meter_provider()).__module__.startswith("opentelemetry.metrics")
+
     # -- receivers ---------------------------------------------------------------------------------
 
     def started(self, sender: str, **kwargs: Any) -> None:
-        _started.set((*_started.get(), time.perf_counter()))
+        if not self.off():
+            _started.set((*_started.get(), time.perf_counter()))
 
     def finished(
         self, sender: str, outcome: str, handler_id: str, alias: str, tenant: str | None, **kwargs: Any
     ) -> None:
+        if self.off():
+            return
         stack = _started.get()
         attributes = self._attributes(sender, handler_id, alias, tenant)
         if stack:
@@ -94,10 +102,12 @@ class Metrics:
             self.handled.add(1, attributes)
 
     def on_retried(self, sender: str, handler_id: str, alias: str, tenant: str | None, **kwargs: Any) -> None:
-        self.retried.add(1, self._attributes(sender, handler_id, alias, tenant))
+        if not self.off():
+            self.retried.add(1, self._attributes(sender, handler_id, alias, tenant))
 
     def on_dead(self, sender: str, handler_id: str, alias: str, tenant: str | None, **kwargs: Any) -> None:
-        self.dead.add(1, self._attributes(sender, handler_id, alias, tenant))
+        if not self.off():
+            self.dead.add(1, self._attributes(sender, handler_id, alias, tenant))
 
     # -- gauges ------------------------------------------------------------------------------------
 

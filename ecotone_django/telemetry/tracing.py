@@ -48,8 +48,13 @@ def _creation_link(carrier: Mapping[str, str]) -> tuple[context.Context | None, 
 class Tracing:
     """The signal receivers that make spans; :class:`~ecotone_django.telemetry.EcotoneInstrumentor` connects them."""
 
-    def __init__(self, tracer: Tracer) -> None:
+    def __init__(self, tracer: Tracer, *, global_provider: bool = True) -> None:
         self.tracer = tracer
+        self.global_provider = global_provider
+
+    def off(self) -> bool:
+        """No SDK yet: the global provider is still the API's own proxy (an SDK is set later, or never)."""
+        return self.global_provider and type(trace.get_tracer_provider()).__module__.startswith("opentelemetry.trace")
 
     def connect(self) -> None:
         signals.message_sent.connect(self.sent, weak=False, dispatch_uid="ecotone.telemetry.sent")
@@ -71,7 +76,7 @@ class Tracing:
 
     def sent(self, sender: Any, envelope: Envelope, **kwargs: Any) -> dict[str, str] | None:
         """A ``create`` span for a command, event or pipeline message; its context goes into the headers."""
-        if sender == "query":  # answered in-process: a function call, not a message
+        if sender == "query" or self.off():  # a query is answered in-process: a function call, not a message
             return None
         if not trace.get_current_span().get_span_context().is_valid:
             return None  # no trace to continue: the message carries no trace context
@@ -99,6 +104,8 @@ class Tracing:
         self, sender: str, alias: str, bodies: list[str], started_ns: int, error: BaseException | None, **kwargs: Any
     ) -> None:
         """One ``send`` span for a batch the outbox published, linked to every message's ``create`` span."""
+        if self.off():
+            return
         links: list[Link] = []
         for body in bodies:
             try:
@@ -132,6 +139,8 @@ class Tracing:
         self, sender: str, envelope: Envelope, handler_id: str, alias: str, tenant: str | None, attempt: int, **kw: Any
     ) -> None:
         """Open the ``process`` span of a handler run and make it current (what the handler sends is its child)."""
+        if self.off():
+            return
         parent, links = _creation_link(_headers(envelope))
         attributes: dict[str, Any] = {
             sc.SYSTEM: sc.system_of(sender),

@@ -70,7 +70,7 @@ def _sent(kind: Kind, message: Any, metadata: Mapping[str, Any] | None) -> tuple
     envelope, available_at = build_envelope(message, metadata)
     if message_sent.receivers:
         responses: list[tuple[Any, Any]] = message_sent.send(sender=kind, message=message, envelope=envelope)
-        added = {k: v for _, extra in responses if extra for k, v in extra.items()}
+        added = {k: v for _, extra in responses if isinstance(extra, Mapping) for k, v in extra.items()}
         if added:  # trace context from an observer (ecotone_django.telemetry)
             envelope = envelope.with_headers(**added)
     return envelope, available_at

@@ -23,6 +23,7 @@ from .. import signals
 from ..clock import now
 from ..conf import get_config
 from . import semconv as sc
+from .probe import SdkProbe
 
 __all__ = ["Metrics"]
 
@@ -37,7 +38,7 @@ class Metrics:
 
     def __init__(self, meter: Meter, *, tenant_label: bool = False, global_provider: bool = True) -> None:
         self.tenant_label = tenant_label
-        self.global_provider = global_provider
+        self._sdk = SdkProbe(get_meter_provider, "opentelemetry.metrics", watch=global_provider)
         self.handled = meter.create_counter("ecotone.messages.handled", "{message}", "Messages handled successfully")
         self.failed = meter.create_counter("ecotone.messages.failed", "{message}", "Handler runs that failed")
         self.retried = meter.create_counter("ecotone.messages.retried", "{message}", "Failed messages stored again")
@@ -78,7 +79,7 @@ class Metrics:
 
     def off(self) -> bool:
         """No SDK yet: the global meter provider is still the API's own (a proxy to nothing)."""
-        return self.global_provider and type(get_meter_provider()).__module__.startswith("opentelemetry.metrics")
+        return self._sdk.off()
 
     # -- receivers ---------------------------------------------------------------------------------
 

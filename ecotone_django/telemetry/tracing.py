@@ -23,6 +23,7 @@ from .. import signals
 from ..conf import get_config
 from ..messages import CORRELATION_ID, TRACE_HEADERS, Envelope
 from . import semconv as sc
+from .probe import SdkProbe
 
 __all__ = ["Tracing"]
 
@@ -50,11 +51,11 @@ class Tracing:
 
     def __init__(self, tracer: Tracer, *, global_provider: bool = True) -> None:
         self.tracer = tracer
-        self.global_provider = global_provider
+        self._sdk = SdkProbe(trace.get_tracer_provider, "opentelemetry.trace", watch=global_provider)
 
     def off(self) -> bool:
         """No SDK yet: the global provider is still the API's own proxy (an SDK is set later, or never)."""
-        return self.global_provider and type(trace.get_tracer_provider()).__module__.startswith("opentelemetry.trace")
+        return self._sdk.off()
 
     def connect(self) -> None:
         signals.message_sent.connect(self.sent, weak=False, dispatch_uid="ecotone.telemetry.sent")

@@ -9,6 +9,7 @@ import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
 from ecotone_django import command_bus
+from ecotone_django.dispatch import handling
 from ecotone_django.messages import Envelope
 from ecotone_django.models import OutboxMessage
 from ecotone_django.signals import handling_started
@@ -149,3 +150,25 @@ def test_worker_log_records_carry_the_message_in_hand(caplog: pytest.LogCaptureF
     outside = logging.LogRecord("x", logging.INFO, "", 0, "outside", None, None)
     MessageContextFilter().filter(outside)
     assert outside.message_id is None  # type: ignore[attr-defined]
+
+
+def test_an_uninstrumented_handler_passes_the_trace_context_on() -> None:
+    EcotoneInstrumentor().uninstrument()
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    incoming = Envelope("x", None, {"tenant": "shop-7", "traceparent": traceparent, "tracestate": "k=v"})
+    with handling(incoming):
+        command_bus.send(RecordAsync("passed on"))
+    headers = Envelope.decode(OutboxMessage.objects.get().body).headers
+    assert (headers["traceparent"], headers["tracestate"]) == (traceparent, "k=v")
+
+
+def test_an_instrumented_handler_sends_its_own_span_as_the_parent(telemetry: Telemetry) -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with telemetry.provider.get_tracer("test").start_as_current_span("process") as span:
+        incoming = Envelope("x", None, {"tenant": "shop-7", "traceparent": traceparent})
+        with handling(incoming):
+            command_bus.send(RecordAsync("child"))
+    sent = Envelope.decode(OutboxMessage.objects.get().body).headers["traceparent"]
+    (create,) = [s for s in telemetry.spans() if s.name.startswith("create")]
+    assert create.parent is not None and create.parent.span_id == span.get_span_context().span_id
+    assert sent.split("-")[2] == f"{create.context.span_id:016x}"

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from django.apps import AppConfig
+from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
@@ -34,4 +35,6 @@ class ExportSpans(AppConfig):
         out = open(Path(directory) / f"spans-{os.getpid()}.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - for the process's life
         provider = TracerProvider(resource=Resource.create({"service.name": f"worker-{os.getpid()}"}))
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=out, formatter=_one_line)))
+        if os.environ.get("ECOTONE_TEST_DB") == "postgres":  # the database spans join the tree too
+            PsycopgInstrumentor().instrument(tracer_provider=provider, skip_dep_check=True)
         EcotoneInstrumentor().instrument(tracer_provider=provider)

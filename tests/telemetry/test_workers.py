@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.db.models import Model
 from django.test import Client, override_settings
 
@@ -201,6 +202,10 @@ def test_one_trace_per_request_across_database_channel_workers(
         Path(keep).write_text("".join(json.dumps(s) + "\n" for s in kept), encoding="utf-8")
     tenants = {s["attributes"].get("ecotone.tenant") for s in spans if s["kind"] == "CONSUMER"}
     assert tenants == {tenant}
+    if settings.ENGINE == "postgres":  # the psycopg instrumentation's spans are children of ours
+        by_id = {s["span_id"]: s for s in spans}
+        queries = [s for s in spans if s["kind"] == "CLIENT" and s["parent_id"] in by_id]
+        assert any(by_id[q["parent_id"]]["kind"] == "CONSUMER" for q in queries), [s["name"] for s in spans]
 
 
 @pytest.mark.usefixtures("rabbit_queue")  # PostgreSQL run only; needs RabbitMQ

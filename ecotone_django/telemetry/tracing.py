@@ -124,7 +124,7 @@ class Tracing:
                 sc.SYSTEM: sc.system_of(sender),
                 sc.DESTINATION: sender,
                 sc.OPERATION_TYPE: "send",
-                sc.OPERATION_NAME: "publish",
+                sc.OPERATION_NAME: "send",
                 sc.BATCH_COUNT: len(bodies),
                 sc.DB_ALIAS: alias,
             },

@@ -38,6 +38,7 @@ class Metrics:
 
     def __init__(self, meter: Meter, *, tenant_label: bool = False, global_provider: bool = True) -> None:
         self.tenant_label = tenant_label
+        self._outbox: tuple[float, list[tuple[str, int, float]]] = (float("-inf"), [])
         self._sdk = SdkProbe(get_meter_provider, "opentelemetry.metrics", watch=global_provider)
         self.handled = meter.create_counter("ecotone.messages.handled", "{message}", "Messages handled successfully")
         self.failed = meter.create_counter("ecotone.messages.failed", "{message}", "Handler runs that failed")
@@ -112,7 +113,16 @@ class Metrics:
 
     # -- gauges ------------------------------------------------------------------------------------
 
-    def _per_database(self) -> Iterable[tuple[str, int, float]]:
+    def _per_database(self, *, fresh: bool) -> list[tuple[str, int, float]]:
+        """(alias, due rows, oldest due age in seconds) of every database: the backlog gauge reads them, the
+        age gauge of the same collection (right after it) reuses that reading."""
+        read_at, found = self._outbox
+        if fresh or time.monotonic() - read_at > 1.0:
+            found = list(self._read_outbox())
+            self._outbox = (time.monotonic(), found)
+        return found
+
+    def _read_outbox(self) -> Iterable[tuple[str, int, float]]:
         """(alias, due rows, oldest due age in seconds) of every database; one that fails is skipped."""
         moment = now()
         # Models are looked up, not imported: instrument() may run in an AppConfig.ready() before ours.
@@ -130,10 +140,10 @@ class Metrics:
             yield alias, found["count"], 0.0 if oldest is None else max((moment - oldest).total_seconds(), 0.0)
 
     def observe_backlog(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(count, {sc.DB_ALIAS: alias}) for alias, count, _ in self._per_database()]
+        return [Observation(count, {sc.DB_ALIAS: alias}) for alias, count, _ in self._per_database(fresh=True)]
 
     def observe_oldest(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(age, {sc.DB_ALIAS: alias}) for alias, _, age in self._per_database()]
+        return [Observation(age, {sc.DB_ALIAS: alias}) for alias, _, age in self._per_database(fresh=False)]
 
     def observe_sagas(self, options: CallbackOptions) -> Iterable[Observation]:
         observations: list[Observation] = []

@@ -17,7 +17,9 @@ WORKDIR /app
 # Dependencies first, so that editing the example does not reinstall them.
 COPY pyproject.toml README.md ./
 COPY ecotone_django ./ecotone_django
-RUN pip install ".[postgres,mysql,redis,example]"
+# metrics + the OpenTelemetry SDK, exporter and instrumentations: traces to Jaeger, metrics to Prometheus
+RUN pip install ".[postgres,mysql,redis,example,metrics]" opentelemetry-exporter-otlp-proto-http \
+    opentelemetry-instrumentation-django opentelemetry-instrumentation-psycopg
 
 COPY manage.py ./
 COPY example_project ./example_project

@@ -26,6 +26,8 @@ INSTALLED_APPS = [
     "ecotone_django",
     "bench.peers.shop.apps.ShopConfig",
 ]
+if os.environ.get("ECOTONE_BENCH_OTEL_SPANS"):  # the cost of tracing (bench/otel.py)
+    INSTALLED_APPS.append("bench.otel.TracedWorker")
 
 
 def _database(name: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from .discovery import get_registry
 from .dispatch import Services, call_handler, current_envelope, handling
 from .exceptions import InvalidMetadataError, MessageTooLargeError, MissingTenantError, NoHandlerError
 from .handlers import Handler
-from .messages import CAUSATION_ID, CORRELATION_ID, TIMESTAMP, Envelope, message_name, uuid7
+from .messages import CAUSATION_ID, CORRELATION_ID, TIMESTAMP, TRACE_HEADERS, Envelope, message_name, uuid7
 from .outbox import enqueue
 from .registry import Registry
 from .sagas import handle_saga_message
@@ -73,7 +73,11 @@ def _sent(kind: Kind, message: Any, metadata: Mapping[str, Any] | None) -> tuple
     envelope, available_at = build_envelope(message, metadata)
     if kind is not Kind.QUERY:
         check_send_transaction(envelope)  # a message must not escape the rollback of a transaction elsewhere
-    message_sent.send(sender=kind, message=message, envelope=envelope)
+    if message_sent.receivers:
+        responses: list[tuple[Any, Any]] = message_sent.send(sender=kind, message=message, envelope=envelope)
+        added = {k: v for _, extra in responses if isinstance(extra, Mapping) for k, v in extra.items()}
+        if added:  # trace context from an observer (ecotone_django.telemetry)
+            envelope = envelope.with_headers(**added)
     return envelope, available_at
 
 
@@ -97,6 +101,9 @@ def build_envelope(message: Any, metadata: Mapping[str, Any] | None) -> tuple[En
             headers[tenancy.header] = parent.headers[tenancy.header]
         headers[CORRELATION_ID] = parent.headers.get(CORRELATION_ID, parent.id)
         headers[CAUSATION_ID] = parent.id
+        for key in TRACE_HEADERS:  # the trace goes on even where no tracer runs (telemetry replaces it otherwise)
+            if key in parent.headers:
+                headers[key] = parent.headers[key]
     headers.update({k: v for k, v in metadata.items() if k not in RESERVED_METADATA})
     if tenancy is not None and current_tenant() is not None:  # a request's tenant (TenantMiddleware)
         headers.setdefault(tenancy.header, current_tenant())

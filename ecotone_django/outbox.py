@@ -40,6 +40,7 @@ from .exceptions import BrokerUnavailableError
 from .handlers import Handler
 from .messages import Envelope
 from .models import OutboxMessage
+from .signals import batch_published
 from .storage import outbox as table
 from .tenancy import alias_for, tenant_of
 
@@ -140,7 +141,7 @@ def _publish_or_store(alias: str, row: OutboxMessage) -> None:
     must not look successful.
     """
     try:
-        channels[row.channel].publish([row])  # type: ignore[attr-defined]
+        _publish(alias, row.channel, [row])
     except Exception as exc:
         relay_health.failed(alias, exc)
         table.insert(alias, row)
@@ -201,6 +202,23 @@ class _PublishAfterCommit:
         _publish_committed(self.alias, [row for row, _ in batch])
 
 
+def _publish(alias: str, channel: str, rows: list[OutboxMessage]) -> None:
+    """Publish ``rows`` on broker channel ``channel`` in one call (:data:`~ecotone_django.signals.batch_published`)."""
+    if not batch_published.receivers:
+        channels[channel].publish(rows)  # type: ignore[attr-defined]
+        return
+    started, error = time.time_ns(), None
+    try:
+        channels[channel].publish(rows)  # type: ignore[attr-defined]
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        batch_published.send(
+            sender=channel, alias=alias, bodies=[row.body for row in rows], started_ns=started, error=error
+        )
+
+
 def _publish_committed(alias: str, rows: list[OutboxMessage]) -> None:
     """Publish committed rows without locking them (the lease keeps the relay off), then delete them.
 
@@ -214,7 +232,7 @@ def _publish_committed(alias: str, rows: list[OutboxMessage]) -> None:
         for row in rows:
             by_channel[row.channel].append(row)
         for name, group in by_channel.items():
-            channels[name].publish(group)  # type: ignore[attr-defined]
+            _publish(alias, name, group)
     except Exception as exc:  # the relay retries; the sender's request must not fail after its commit
         relay_health.failed(alias, exc)
         return
@@ -235,7 +253,7 @@ def publish_rows(alias: str, candidates: QuerySet[OutboxMessage]) -> int:
         for row in rows:
             by_channel[row.channel].append(row)
         for name, group in by_channel.items():
-            channels[name].publish(group)  # type: ignore[attr-defined]
+            _publish(alias, name, group)
         table.delete_rows(alias, [r.pk for r in rows])
     return len(rows)
 

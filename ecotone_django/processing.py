@@ -19,7 +19,7 @@ from typing import Any
 
 from django.db import IntegrityError, OperationalError, connections, transaction
 
-from . import serialization, transactions
+from . import serialization, signals, transactions
 from .bus import invoke
 from .channels import Delivery
 from .conf import get_config
@@ -137,8 +137,39 @@ def run(prepared: Prepared, *, recorded: bool = False) -> Outcome:
 
     ``recorded``: the caller inserted the inbox row already, in the enclosing transaction (see
     :meth:`~ecotone_django.worker.Worker.handle_many`); a failure then deletes it again, so that the retry
-    is not taken for a duplicate.
+    is not taken for a duplicate. Observers hear of it through :mod:`ecotone_django.signals`.
     """
+    if not signals.handling_started.receivers:
+        return _run(prepared, recorded)
+    sender, context = _observed(prepared)
+    signals.handling_started.send(sender=sender, **context)
+    outcome: Outcome | None = None
+    error: BaseException | None = None
+    try:
+        outcome = _run(prepared, recorded)
+        return outcome
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        signals.handling_finished.send(
+            sender=sender, outcome=outcome.value if outcome else "error", error=error, **context
+        )
+
+
+def _observed(prepared: Prepared) -> tuple[str, dict[str, Any]]:
+    """The sender and arguments of the handling signals for ``prepared``."""
+    delivery = prepared.delivery
+    return delivery.channel, {
+        "envelope": prepared.envelope,
+        "handler_id": prepared.handler.id,
+        "alias": prepared.alias,
+        "tenant": prepared.tenant,
+        "attempt": delivery.attempts + 1,
+    }
+
+
+def _run(prepared: Prepared, recorded: bool) -> Outcome:
     alias, handler, envelope = prepared.alias, prepared.handler, prepared.envelope
     error: BaseException | None = None
     for _immediate in range(IMMEDIATE_RETRIES):
@@ -188,8 +219,14 @@ def _failed(prepared: Prepared, error: BaseException, *, recorded: bool) -> Outc
                 attempts=attempts,
                 tenant=prepared.tenant,
             )
+            if signals.message_dead_lettered.receivers:
+                sender, context = _observed(prepared)
+                signals.message_dead_lettered.send(sender=sender, error=error, reason=describe(error), **context)
             return Outcome.DEAD
-        schedule_retry(envelope, handler, delivery.channel, attempts, error)
+        due = schedule_retry(envelope, handler, delivery.channel, attempts, error)
+        if signals.message_retried.receivers:
+            sender, context = _observed(prepared)
+            signals.message_retried.send(sender=sender, error=error, due=due, **context)
     logger.warning("%s failed (attempt %d): %s; retrying later", handler.id, attempts, describe(error))
     return Outcome.RETRY
 

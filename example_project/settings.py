@@ -54,6 +54,8 @@ INSTALLED_APPS = [
     "example_project.fulfillment",
     "example_project.notifications",
 ]
+if env.str("OTEL_EXPORTER_OTLP_ENDPOINT", default=""):  # traces to Jaeger & co. (example_project/observability.py)
+    INSTALLED_APPS.append("example_project.observability.Observability")
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -43,11 +43,20 @@ class Command(BaseCommand):
             "--tenant", action="append", default=None, dest="tenants", help="only this tenant's messages (repeatable)"
         )
         parser.add_argument("--no-relay", action="store_true", help="do not run the outbox relay in this process")
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=None,
+            help="serve Prometheus metrics on this port (/metrics; needs the 'metrics' extra)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["concurrency"] < 1:
             raise CommandError("--concurrency must be at least 1")
         worker = self._ready_worker(options)
+        if options["metrics_port"] is not None:
+            _serve_metrics(options["metrics_port"])
+            self.stdout.write(f"metrics on port {options['metrics_port']}")
         logging.getLogger("ecotone_django").info("consuming %s", ", ".join(options["channels"]))
         worker.install_signal_handlers()
         self.stdout.write(f"ready: consuming {', '.join(options['channels'])} (pid {os.getpid()})")
@@ -110,3 +119,16 @@ class Command(BaseCommand):
         if problems:
             raise CommandError("\n".join(problems))
         return worker
+
+
+def _serve_metrics(port: int) -> None:
+    try:
+        from ...telemetry.prometheus import serve_metrics  # noqa: PLC0415 - the optional 'metrics' extra
+    except ImportError as exc:
+        raise CommandError(
+            f"--metrics-port needs the 'metrics' extra (pip install ecotone-django[metrics]): {exc}"
+        ) from exc
+    try:
+        serve_metrics(port)
+    except OSError as exc:
+        raise CommandError(f"--metrics-port {port}: {exc}") from exc

@@ -24,6 +24,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, close_old
 
 from .channels import BrokerChannel, BrokerConsumer, Delivery, channels
 from .channels.database import DatabaseConsumer
+from .channels.wakeup import Wakeup
 from .conf import get_config
 from .drain import Drain, waiting
 from .exceptions import BrokerConnectionError, ConfigurationError
@@ -65,6 +66,7 @@ class Worker:
         self.broker_channels = [ch for ch in map(channels.__getitem__, concrete) if isinstance(ch, BrokerChannel)]
         self.tenants = list(tenants or [])
         self.database = DatabaseConsumer([c for c in concrete if not channels[c].is_broker], self.tenants)
+        self.wakeup = Wakeup(self.database.channel_names)  # a sender's NOTIFY ends an idle wait (PostgreSQL)
         self.aliases = (
             list(dict.fromkeys(alias_for(t) for t in self.tenants)) if self.tenants else list(config.database_aliases)
         )
@@ -92,16 +94,13 @@ class Worker:
         self.slow_after_failures = config.worker.slow_after_failures
         self._seconds_per_message = 0.0  # moving average of handling time, sizes the next batch
 
-    @property
-    def database_channels(self) -> list[str]:
-        return self.database.channel_names
-
     # -- control ---------------------------------------------------------------
 
     def stop(self, reason: str = "stop requested") -> None:
         """Finish the message in hand, then return from :meth:`run`."""
         self.stop_reason = self.stop_reason or reason
         self._stop.set()
+        self.wakeup.interrupt()
 
     def should_stop(self) -> bool:
         """Whether to stop before the next message (a stop request, or ``limit`` reached)."""
@@ -259,11 +258,13 @@ class Worker:
 
     def _database_loop(self) -> None:
         try:
+            self.wakeup.start(self.aliases)
             while self._running():
+                mark = self.wakeup.mark()  # a notification from now on ends the wait below at once
                 found = self._poll_databases()
                 self._looked(found, lambda: self.database.pending(self.aliases))
                 if not found and self._running():
-                    self._stop.wait(self.poll_interval)
+                    self.wakeup.wait(mark, self.poll_interval)
         finally:
             connections.close_all()
 
@@ -393,22 +394,19 @@ class Worker:
         while not self._stop.wait(5.0) and not self.drain.empty.is_set():
             self.progress(self.stats.line())
 
-    def _wait_for_stop(self) -> None:
-        self._stop.wait()
-
     def run(self) -> Stats:
         threads: list[threading.Thread] = []
         if self.relay is not None and self.relay.channel_names:
             threads.append(threading.Thread(target=self._relay_loop, name="ecotone-relay", daemon=True))
         if self.progress is not None:
             threads.append(threading.Thread(target=self._progress_loop, name="ecotone-progress", daemon=True))
-        loops: list[Callable[[], None]] = []
+        loops: list[Callable[[], object]] = []
         for broker in self.broker_channels:
             loops.extend([lambda b=broker: self._broker_loop(b)] * self.concurrency)  # type: ignore[misc]
-        if self.database_channels:
+        if self.database.channel_names:
             loops.extend([self._database_loop] * self.concurrency)
         if not loops:
-            loops.append(self._wait_for_stop)  # relay only
+            loops.append(self._stop.wait)  # relay only: wait for the stop
         for thread in threads:
             thread.start()
         main, *others = loops
@@ -425,6 +423,7 @@ class Worker:
             if self.drain.empty.is_set():
                 self.stop("queue empty")
             self._stop.set()
+            self.wakeup.close()
             for thread in extra + threads:
                 thread.join(timeout=60)
             for broker in self.broker_channels:
@@ -433,7 +432,7 @@ class Worker:
             raise errors[0]
         return self.stats
 
-    def _fatal_to(self, errors: list[BaseException], loop: Callable[[], None]) -> Callable[[], None]:
+    def _fatal_to(self, errors: list[BaseException], loop: Callable[[], object]) -> Callable[[], None]:
         """Run a consumer loop in a thread; an error that escapes it stops the worker and re-raises in run()."""
 
         def run_loop() -> None:

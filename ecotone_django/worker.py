@@ -22,6 +22,7 @@ from types import FrameType
 
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connections, transaction
 
+from . import transactions
 from .channels import BrokerChannel, BrokerConsumer, Delivery, channels
 from .channels.database import DatabaseConsumer
 from .channels.wakeup import Wakeup
@@ -66,7 +67,7 @@ class Worker:
         self.broker_channels = [ch for ch in map(channels.__getitem__, concrete) if isinstance(ch, BrokerChannel)]
         self.tenants = list(tenants or [])
         self.database = DatabaseConsumer([c for c in concrete if not channels[c].is_broker], self.tenants)
-        self.wakeup = Wakeup(self.database.channel_names)  # a sender's NOTIFY ends an idle wait (PostgreSQL)
+        self.wakeup = Wakeup(self.database.channel_names, quiet=min(BATCH_SECONDS, config.worker.poll_interval))
         self.aliases = (
             list(dict.fromkeys(alias_for(t) for t in self.tenants)) if self.tenants else list(config.database_aliases)
         )
@@ -224,11 +225,9 @@ class Worker:
         """
         with transaction.atomic(using=alias):
             deliveries = self.database.receive(alias, self.claim_limit())
-            # The messages' savepoints nest in this one, and releasing it releases them all, so that the
-            # DELETE below runs in the top transaction. A row deleted inside a savepoint leaves index
-            # entries that later scans on PostgreSQL do not mark dead (the deleting subtransaction may still
-            # roll back), so every claim would wade through the rows deleted since the last VACUUM.
-            with transaction.atomic(using=alias):
+            if not deliveries:
+                return 0
+            with transactions.batch_block(alias):  # the DELETE below runs in the top transaction
                 taken = self.handle_many(alias, deliveries, fallback_alias=alias)
             self.database.ack(alias, deliveries[:taken])
         return taken
@@ -247,8 +246,10 @@ class Worker:
             if self.should_stop():
                 break
             alias = self.aliases[(start + offset) % len(self.aliases)]
+            if not self.wakeup.worth_a_look(alias):
+                continue
             try:
-                found = self.consume_database_once(alias) or found
+                found = self.wakeup.looked(alias, self.consume_database_once(alias)) or found
             except DatabaseError as exc:
                 logger.warning("polling %r failed (%s); retrying", alias, describe(exc))
                 close_old_connections()

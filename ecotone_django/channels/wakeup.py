@@ -35,10 +35,18 @@ class Wakeup:
 
     A consumer takes a :meth:`mark` before it looks for work and passes it to :meth:`wait` when it found
     none: a notification that arrived in between ends the wait at once, so none is missed.
+
+    It also spares a consumer of several databases the empty claims (a transaction each) in those that
+    had nothing while another keeps it busy: a database found empty is looked at again after ``quiet``
+    seconds, or at once when a sender there notifies (:meth:`worth_a_look`, :meth:`looked`).
     """
 
-    def __init__(self, channel_names: Sequence[str]) -> None:
+    def __init__(self, channel_names: Sequence[str], *, quiet: float = 0.0) -> None:
         self.names = {wakeup_name(name): name for name in channel_names}
+        self.quiet = quiet
+        self._quiet: dict[str, tuple[float, int]] = {}  # alias → (look again at, its notifications then)
+        self._heard: dict[str, int] = {}  # alias → notifications heard there
+        self._skipped_until = float("inf")  # the earliest look-again time of a database skipped since mark()
         self._generation = 0
         self._interrupted = False
         self._changed = threading.Condition()
@@ -60,12 +68,37 @@ class Wakeup:
     def mark(self) -> int:
         """The notifications seen so far: pass it to :meth:`wait` after looking for work."""
         with self._changed:
+            self._skipped_until = float("inf")
             return self._generation
 
     def wait(self, mark: int, timeout: float) -> None:
-        """Sleep until a notification newer than ``mark``, :meth:`interrupt`, or ``timeout`` seconds."""
+        """Sleep until a notification newer than ``mark``, :meth:`interrupt`, or ``timeout`` seconds.
+
+        The wait ends early when a database skipped since ``mark`` is due for another look.
+        """
         with self._changed:
+            timeout = max(0.0, min(timeout, self._skipped_until - time.monotonic()))
             self._changed.wait_for(lambda: self._interrupted or self._generation != mark, timeout)
+
+    def worth_a_look(self, alias: str) -> bool:
+        """Whether to claim in ``alias`` now: not found empty lately, or notified since."""
+        with self._changed:
+            quiet = self._quiet.get(alias)
+            if quiet is None:
+                return True
+            until, heard = quiet
+            if time.monotonic() >= until or self._heard.get(alias, 0) != heard:
+                del self._quiet[alias]
+                return True
+            self._skipped_until = min(self._skipped_until, until)
+            return False
+
+    def looked(self, alias: str, found: bool) -> bool:
+        """Record whether a claim in ``alias`` found work; returns ``found``."""
+        if not found and self.quiet > 0:
+            with self._changed:
+                self._quiet[alias] = (time.monotonic() + self.quiet, self._heard.get(alias, 0))
+        return found
 
     def interrupt(self) -> None:
         """End every wait, now and later, and stop listening (the worker is stopping)."""
@@ -86,8 +119,9 @@ class Wakeup:
                     os.close(fd)
                 self._pipe = None
 
-    def _wake(self) -> None:
+    def _wake(self, alias: str) -> None:
         with self._changed:
+            self._heard[alias] = self._heard.get(alias, 0) + 1
             self._generation += 1
             self._changed.notify_all()
 
@@ -105,22 +139,20 @@ class Wakeup:
                             retry_at[alias] = time.monotonic() + RECONNECT_SECONDS
                         else:
                             listening[alias] = connection
-                            self._wake()  # sends committed while nobody listened: look once
+                            self._wake(alias)  # sends committed while nobody listened: look once
                 by_fd = {connection.fileno(): alias for alias, connection in listening.items()}
                 timeout = RECONNECT_SECONDS if len(listening) < len(aliases) else None
                 ready, _, _ = select.select([self._pipe[0], *by_fd], [], [], timeout)
-                heard = False
                 for fd in ready:
                     if fd in by_fd:
                         alias = by_fd[fd]
                         try:
-                            heard = self._heard(listening[alias]) or heard
+                            if self._read(listening[alias]):
+                                self._wake(alias)
                         except Exception as exc:
                             logger.info("listening for new messages in %r stopped (%s); reconnecting", alias, exc)
                             _close(listening.pop(alias))
                             retry_at[alias] = time.monotonic() + RECONNECT_SECONDS
-                if heard:
-                    self._wake()
         finally:
             for connection in listening.values():
                 _close(connection)
@@ -139,7 +171,7 @@ class Wakeup:
             return None
         return connection
 
-    def _heard(self, connection: Any) -> bool:
+    def _read(self, connection: Any) -> bool:
         """Read what arrived on a listening connection; whether it holds a notification for these channels."""
         pgconn = connection.pgconn
         pgconn.consume_input()

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import pytest
 from django.conf import settings
 from django.db import connections, transaction
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 
 from ecotone_django import command_bus
 from ecotone_django.storage.outbox import wakeup_name
@@ -88,3 +90,33 @@ def test_every_channel_name_makes_a_valid_notification_name() -> None:
     names = {wakeup_name(name) for name in long_or_odd}
     assert len(names) == len(long_or_odd)
     assert all(len(name.encode()) <= 63 and '"' not in name for name in names)
+
+
+def test_a_database_found_empty_waits_its_turn_while_another_keeps_the_worker_busy() -> None:
+    """Empty claims in the quiet databases cost a transaction each; they wait ``quiet`` s, or a notification."""
+    for i in range(12):
+        command_bus.send(RecordAsync(f"busy-{i}"), metadata={"tenant": "free_tier"})  # "default"
+    worker = Worker(["db"], relay=False)
+    worker.claim_size = 3
+    worker.wakeup.quiet = POLL_INTERVAL
+    quiet = [alias for alias in worker.aliases if alias != "default"]
+    captured = {alias: CaptureQueriesContext(connections[alias]) for alias in quiet}
+    with ExitStack() as stack:
+        for context in captured.values():
+            stack.enter_context(context)
+        while Record.objects.using("default").count() < 12:
+            assert worker._poll_databases()
+    for alias, context in captured.items():  # one look in the first round, none while "default" was busy
+        claims = [q["sql"] for q in context.captured_queries if "ecotone_outbox" in q["sql"]]
+        assert len(claims) == 1, (alias, claims)
+    if settings.ENGINE != "postgres":
+        return
+    worker.wakeup.start(worker.aliases)
+    try:
+        wait_for(listening_pids, WAKE_WITHIN, 0.01, "the worker to listen")
+        command_bus.send(RecordAsync("premium"), metadata={"tenant": "big_corp"})
+        wait_for(lambda: worker.wakeup.worth_a_look("big_corp"), WAKE_WITHIN, 0.01, "the notification")
+        assert worker._poll_databases()
+        assert Record.objects.using("big_corp").filter(name="premium").exists()
+    finally:
+        worker.wakeup.close()

@@ -101,6 +101,7 @@ def isolation_worker(request: pytest.FixtureRequest, worker: WorkerFactory) -> N
 def test_every_row_lands_in_its_tenants_database(isolation_worker: None, actions: list[tuple[Any, str]]) -> None:
     _clear()
     sent: list[tuple[str, Any, Envelope]] = []
+
     def observer(sender: Any, message: Any, envelope: Envelope, **kwargs: Any) -> None:
         sent.append((sender, message, envelope))
 

@@ -55,6 +55,12 @@ BREAKER_SLACK = 0.05
 #: time meanwhile; a sender that dies or meets a broker outage leaves the row to the relay after it.
 PUBLISH_LEASE = timedelta(seconds=5)
 
+#: A thread notifies idle consumers of a database channel (PostgreSQL NOTIFY, in the sending transaction)
+#: at most this often per database and channel. A NOTIFY makes its transaction's commit take a lock that
+#: serialises the commits of every notifying transaction, so under a stream of sends most of them leave it
+#: out: their consumer is busy then and polls again anyway. Polling remains the safety net.
+NOTIFY_INTERVAL = 0.01
+
 _local = threading.local()
 
 
@@ -111,13 +117,26 @@ def enqueue(
         return row
     if fast:
         row.available_at = moment + PUBLISH_LEASE
-    table.insert(alias, row)
+    wake = not channels[concrete].is_broker and row.available_at <= moment and _notify_due(alias, concrete)
+    table.insert(alias, row, notify=wake)
     if fast:  # on commit; a manual transaction (autocommit off, no atomic) gets on_commit's own error
         hook = _PublishAfterCommit(alias, row)
         hook.hooks = transactions.on_commit(alias, hook)
         if hook.hooks is None:
             _remember_written(alias, row)
     return row
+
+
+def _notify_due(alias: str, channel: str) -> bool:
+    """Whether this thread's send to database channel ``channel`` wakes its consumers (see NOTIFY_INTERVAL)."""
+    if not hasattr(_local, "notified"):
+        _local.notified = {}
+    last: dict[tuple[str, str], float] = _local.notified
+    moment = time.monotonic()
+    if moment - last.get((alias, channel), -NOTIFY_INTERVAL) < NOTIFY_INTERVAL:
+        return False
+    last[alias, channel] = moment
+    return True
 
 
 def _remember_written(alias: str, row: OutboxMessage) -> None:

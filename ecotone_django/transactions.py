@@ -47,7 +47,15 @@ from .exceptions import ConfigurationError, TenantTransactionError
 from .messages import Envelope
 from .tenancy import alias_for, tenant_of
 
-__all__ = ["HookList", "check_send_transaction", "in_atomic_block", "message_block", "on_commit", "use_internals"]
+__all__ = [
+    "HookList",
+    "batch_block",
+    "check_send_transaction",
+    "in_atomic_block",
+    "message_block",
+    "on_commit",
+    "use_internals",
+]
 
 logger = logging.getLogger("ecotone_django.transactions")
 
@@ -59,6 +67,7 @@ _savepoint_create: Callable[..., str] = getattr(transaction, "savepoint_create",
 
 _shape_ok: dict[type, bool] = {}  # connection class → its private state looks as expected
 _probe_lock = threading.Lock()
+_batches = threading.local()  # alias → the _Batch open on this thread's connection
 
 
 def _looks_expected(connection: BaseDatabaseWrapper) -> bool:
@@ -236,6 +245,9 @@ class _LateSavepoint:
         if self.sid is not None and self.sid in self.connection.savepoint_ids:
             self.connection.savepoint_ids.remove(self.sid)
         if exc_type is None:
+            batch = getattr(_batches, self.alias, None)
+            if batch is not None and self.sid is not None:
+                batch.kept.append(self.sid)
             return
         transaction.set_rollback(False, using=self.alias)  # the handler's work is undone (below); the batch goes on
         if self.sid is not None:
@@ -252,4 +264,37 @@ def message_block(alias: str) -> contextlib.AbstractContextManager[Any]:
     connection = connections[alias]
     if _usable(connection) and connection.in_atomic_block:
         return _LateSavepoint(alias, connection)
+    return transaction.atomic(using=alias)
+
+
+class _Batch:
+    """The messages of one batch, whose kept savepoints are released together before the batch goes on.
+
+    Releasing a savepoint releases every savepoint made after it, so one ``RELEASE SAVEPOINT`` of the
+    first savepoint a message kept ends them all, and none when no handler sent a statement.
+    """
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+        self.kept: list[str] = []
+
+    def __enter__(self) -> None:
+        setattr(_batches, self.alias, self)
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        setattr(_batches, self.alias, None)
+        if exc_type is None and self.kept:
+            transaction.savepoint_commit(self.kept[0], using=self.alias)
+
+
+def batch_block(alias: str) -> contextlib.AbstractContextManager[Any]:
+    """Around the messages of a batch inside a transaction on ``alias``: no savepoint of theirs is open after it.
+
+    What follows the batch in the transaction (a database channel deletes its rows) then runs in the top
+    transaction: on PostgreSQL the index entries of rows deleted inside a subtransaction are not marked
+    dead by later scans, so every later claim would wade through the rows deleted since the last VACUUM.
+    """
+    connection = connections[alias]
+    if _usable(connection) and connection.in_atomic_block:
+        return _Batch(alias)
     return transaction.atomic(using=alias)

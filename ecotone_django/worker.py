@@ -23,8 +23,10 @@ from types import FrameType
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connections, transaction
 
 from .backoff import Backoff
+from . import transactions
 from .channels import BrokerChannel, BrokerConsumer, Delivery, channels
 from .channels.database import DatabaseConsumer
+from .channels.wakeup import Wakeup
 from .conf import get_config
 from .drain import Drain, waiting
 from .exceptions import BrokerConnectionError, ConfigurationError
@@ -67,6 +69,7 @@ class Worker:
         self.broker_channels = [ch for ch in map(channels.__getitem__, concrete) if isinstance(ch, BrokerChannel)]
         self.tenants = list(tenants or [])
         self.database = DatabaseConsumer([c for c in concrete if not channels[c].is_broker], self.tenants)
+        self.wakeup = Wakeup(self.database.channel_names, quiet=min(BATCH_SECONDS, config.worker.poll_interval))
         self.aliases = (
             list(dict.fromkeys(alias_for(t) for t in self.tenants)) if self.tenants else list(config.database_aliases)
         )
@@ -95,16 +98,13 @@ class Worker:
         self.slow_after_failures = config.worker.slow_after_failures
         self._seconds_per_message = 0.0  # moving average of handling time, sizes the next batch
 
-    @property
-    def database_channels(self) -> list[str]:
-        return self.database.channel_names
-
     # -- control ---------------------------------------------------------------
 
     def stop(self, reason: str = "stop requested") -> None:
         """Finish the message in hand, then return from :meth:`run`."""
         self.stop_reason = self.stop_reason or reason
         self._stop.set()
+        self.wakeup.interrupt()
 
     def should_stop(self) -> bool:
         """Whether to stop before the next message (a stop request, or ``limit`` reached)."""
@@ -228,11 +228,9 @@ class Worker:
         """
         with transaction.atomic(using=alias):
             deliveries = self.database.receive(alias, self.claim_limit())
-            # The messages' savepoints nest in this one, and releasing it releases them all, so that the
-            # DELETE below runs in the top transaction. A row deleted inside a savepoint leaves index
-            # entries that later scans on PostgreSQL do not mark dead (the deleting subtransaction may still
-            # roll back), so every claim would wade through the rows deleted since the last VACUUM.
-            with transaction.atomic(using=alias):
+            if not deliveries:
+                return 0
+            with transactions.batch_block(alias):  # the DELETE below runs in the top transaction
                 taken = self.handle_many(alias, deliveries, fallback_alias=alias)
             self.database.ack(alias, deliveries[:taken])
         return taken
@@ -250,8 +248,10 @@ class Worker:
         for alias in [a for a in self.aliases[start:] + self.aliases[:start] if self.unreachable.due(a)]:
             if self.should_stop():
                 break
+            if not self.wakeup.worth_a_look(alias):
+                continue
             try:
-                found = self.consume_database_once(alias) or found
+                found = self.wakeup.looked(alias, self.consume_database_once(alias)) or found
                 self.unreachable.succeeded(alias)
             except DatabaseError as exc:
                 retry = self.unreachable.failed(alias)
@@ -262,11 +262,13 @@ class Worker:
 
     def _database_loop(self) -> None:
         try:
+            self.wakeup.start(self.aliases)
             while self._running():
+                mark = self.wakeup.mark()  # a notification from now on ends the wait below at once
                 found = self._poll_databases()
                 self._looked(found, lambda: self.database.pending(self.aliases))
                 if not found and self._running():
-                    self._stop.wait(self.poll_interval)
+                    self.wakeup.wait(mark, self.poll_interval)
         finally:
             connections.close_all()
 
@@ -408,7 +410,7 @@ class Worker:
         loops: list[Callable[[], object]] = []
         for broker in self.broker_channels:
             loops.extend([lambda b=broker: self._broker_loop(b)] * self.concurrency)  # type: ignore[misc]
-        if self.database_channels:
+        if self.database.channel_names:
             loops.extend([self._database_loop] * self.concurrency)
         if not loops:
             loops.append(self._stop.wait)  # relay only
@@ -428,6 +430,7 @@ class Worker:
             if self.drain.empty.is_set():
                 self.stop("queue empty")
             self._stop.set()
+            self.wakeup.close()
             for thread in extra + threads:
                 thread.join(timeout=60)
             for broker in self.broker_channels:

@@ -7,6 +7,8 @@ rows. The ORM builds the rest.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -17,7 +19,7 @@ from django.db.models import Count, Q, QuerySet
 
 from ..models import OutboxMessage
 
-__all__ = ["any_due", "claim", "count_waiting", "delete_rows", "due", "insert"]
+__all__ = ["any_due", "claim", "count_waiting", "delete_rows", "due", "insert", "wakeup_name"]
 
 #: On PostgreSQL, a DELETE of published rows outside a transaction need not wait for the WAL flush: losing
 #: it to a crash only means the relay publishes the message once more (the setting is local to the
@@ -25,27 +27,43 @@ __all__ = ["any_due", "claim", "count_waiting", "delete_rows", "due", "insert"]
 _NO_FLUSH = "(SELECT set_config('synchronous_commit', 'off', true)) AS deferred_flush"
 
 _INSERT_FIELDS = [f for f in OutboxMessage._meta.concrete_fields if not f.primary_key]
-_INSERT_SQL: dict[tuple[str, bool], str] = {}  # by (vendor, RETURNING): built once
+_INSERT_SQL: dict[tuple[str, bool, bool], str] = {}  # by (vendor, RETURNING, NOTIFY): built once
 _CLAIM_COLUMNS = ("id", "body", "handler", "channel", "attempts")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,48}")
 
 
-def insert(alias: str, row: OutboxMessage) -> None:
+def wakeup_name(channel: str) -> str:
+    """The PostgreSQL LISTEN/NOTIFY name of a database channel (an identifier of at most 63 bytes)."""
+    if _PLAIN_NAME.fullmatch(channel):
+        return f"ecotone.{channel}"
+    return f"ecotone.{hashlib.sha256(channel.encode()).hexdigest()[:40]}"
+
+
+def insert(alias: str, row: OutboxMessage, *, notify: bool = False) -> None:
     """INSERT ``row`` with one statement on the cursor and set its primary key.
 
     ``objects.create()`` costs more Python time than the database round trip (model signals, the
-    compiler, field preparation), and this runs on every send.
+    compiler, field preparation), and this runs on every send. ``notify`` (PostgreSQL only) also issues
+    ``pg_notify`` on the row's :func:`wakeup_name` in the same statement: listeners hear of it when the
+    transaction commits, and never of a row that was rolled back.
     """
     connection = connections[alias]
     returning = connection.features.can_return_columns_from_insert
-    key = (connection.vendor, returning)
+    notify = notify and connection.vendor == "postgresql"
+    key = (connection.vendor, returning, notify)
     if key not in _INSERT_SQL:
         quote, meta = connection.ops.quote_name, OutboxMessage._meta
         columns = ", ".join(quote(f.column) for f in _INSERT_FIELDS)  # type: ignore[arg-type]
         placeholders = ", ".join(["%s"] * len(_INSERT_FIELDS))
         sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})"
-        _INSERT_SQL[key] = sql + (f" RETURNING {quote(meta.pk.column)}" if returning else "")  # type: ignore[arg-type]
+        if returning:
+            sql += f" RETURNING {quote(meta.pk.column)}"  # type: ignore[arg-type]
+            sql += ", pg_notify(%s, '')" if notify else ""
+        _INSERT_SQL[key] = sql
     sql = _INSERT_SQL[key]
     params = [f.get_db_prep_save(getattr(row, f.attname), connection) for f in _INSERT_FIELDS]
+    if notify:
+        params.append(wakeup_name(row.channel))
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row.pk = cursor.fetchone()[0] if returning else connection.ops.last_insert_id(cursor, meta.db_table, "id")

@@ -22,8 +22,8 @@ from types import FrameType
 
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connections, transaction
 
-from .backoff import Backoff
 from . import transactions
+from .backoff import Backoff
 from .channels import BrokerChannel, BrokerConsumer, Delivery, channels
 from .channels.database import DatabaseConsumer
 from .channels.wakeup import Wakeup

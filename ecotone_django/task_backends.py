@@ -28,7 +28,7 @@ from .channels import channels
 from .clock import now
 from .conf import get_config
 from .declarations import Kind
-from .exceptions import MessageTooLargeError
+from .exceptions import ConfigurationError, MessageTooLargeError
 from .messages import Envelope
 from .messaging import (
     RunTask,
@@ -116,6 +116,10 @@ class OutboxBackend(BaseTaskBackend):
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
         """``ecotone.T001`` for each of ``QUEUES`` that names no ``ECOTONE`` channel."""
         errors: list[checks.CheckMessage] = []
+        try:
+            get_config()
+        except ConfigurationError:
+            return errors  # the ECOTONE setting itself is wrong: ecotone.E001 says so
         for queue in sorted(self.queues):
             try:
                 self.channel_of(queue)

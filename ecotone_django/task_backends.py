@@ -119,7 +119,7 @@ class OutboxBackend(BaseTaskBackend):
         try:
             get_config()
         except ConfigurationError:
-            return errors  # an invalid ECOTONE is ecotone.E001's to report; the queues cannot be judged without it
+            return errors  # the ECOTONE setting itself is wrong: ecotone.E001 says so
         for queue in sorted(self.queues):
             try:
                 self.channel_of(queue)

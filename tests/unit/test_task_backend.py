@@ -273,3 +273,8 @@ def test_a_result_carries_the_task_as_enqueued() -> None:
     assert read.enqueued_at == enqueued.enqueued_at and read.args == ["as-enqueued"]
     with tenant_context("big_corp"), pytest.raises(tasks_api.exceptions.TaskResultMismatch):
         jobs.add.get_result(enqueued.id)
+
+
+def test_a_broken_ecotone_setting_is_left_to_the_ecotone_checks() -> None:
+    with override_settings(ECOTONE={"CHANELS": {}}):
+        assert tasks_api.task_backends["default"].check() == []

@@ -27,8 +27,8 @@ from .exceptions import DecodeError
 CORRELATION_ID = "correlation_id"
 CAUSATION_ID = "causation_id"
 TIMESTAMP = "timestamp"
-#: W3C trace context headers: a handler's outgoing messages carry them on (see ecotone_django.telemetry).
-TRACE_HEADERS = ("traceparent", "tracestate")
+#: W3C trace context (and baggage) headers: a handler's outgoing messages carry them on (ecotone_django.telemetry).
+TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
 ENVELOPE_KEYS = frozenset({"id", "type", "payload", "headers"})
 _REQUIRED_KEYS = frozenset({"id", "type", "payload"})
 

@@ -160,7 +160,7 @@ class Tracing:
         span = self.tracer.start_span(
             f"process {sender}", context=parent, kind=SpanKind.CONSUMER, links=links, attributes=attributes
         )
-        token = context.attach(trace.set_span_in_context(span))
+        token = context.attach(trace.set_span_in_context(span, parent))  # with the baggage that came along
         _open.set((*_open.get(), (span, token)))
 
     def finished(self, sender: str, outcome: str, error: BaseException | None, **kwargs: Any) -> None:

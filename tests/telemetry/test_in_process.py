@@ -6,6 +6,7 @@ import logging
 from decimal import Decimal
 
 import pytest
+from opentelemetry import baggage, context
 from opentelemetry.trace import SpanKind, StatusCode
 
 from ecotone_django import command_bus
@@ -172,3 +173,23 @@ def test_an_instrumented_handler_sends_its_own_span_as_the_parent(telemetry: Tel
     (create,) = [s for s in telemetry.spans() if s.name.startswith("create")]
     assert create.parent is not None and create.parent.span_id == span.get_span_context().span_id
     assert sent.split("-")[2] == f"{create.context.span_id:016x}"
+
+
+def test_baggage_travels_to_the_handler(telemetry: Telemetry) -> None:
+    seen: list[object] = []
+
+    def observe(sender: str, **kwargs: object) -> None:
+        seen.append(baggage.get_baggage("customer.plan"))
+
+    with telemetry.provider.get_tracer("test").start_as_current_span("request"):
+        token = context.attach(baggage.set_baggage("customer.plan", "premium"))
+        try:
+            command_bus.send(RecordAsync("with baggage"), metadata=SHOP)
+        finally:
+            context.detach(token)
+    handling_started.connect(observe)  # after the tracing receiver: the process span's context is current
+    try:
+        drain()
+    finally:
+        handling_started.disconnect(observe)
+    assert seen == ["premium"]

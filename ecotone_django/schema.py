@@ -10,7 +10,7 @@ driver's error into :class:`~ecotone_django.exceptions.UnmigratedDatabaseError` 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from django.db import DatabaseError, connections
@@ -19,7 +19,7 @@ from django.db.migrations.executor import MigrationExecutor
 from .conf import get_config
 from .exceptions import UnmigratedDatabaseError
 
-__all__ = ["is_missing_table", "migrate_command", "migrate_hint", "unapplied_migrations"]
+__all__ = ["is_missing_table", "migrate_command", "migrate_hint", "migration_problems", "unapplied_migrations"]
 
 OWN_APP = "ecotone_django"
 _MISSING_TABLE_SQLSTATE = "42P01"  # PostgreSQL undefined_table
@@ -63,3 +63,21 @@ def unapplied_migrations(alias: str) -> list[str]:
     executor = MigrationExecutor(connections[alias])
     targets = [node for node in executor.loader.graph.leaf_nodes() if node[0] in labels]
     return [f"{migration.app_label}.{migration.name}" for migration, _ in executor.migration_plan(targets)]
+
+
+def migration_problems(aliases: Iterable[str]) -> list[str]:
+    """One line per database of ``aliases`` that is unreachable or not fully migrated (none: all is well)."""
+    problems = []
+    for alias in aliases:
+        try:
+            missing = unapplied_migrations(alias)
+        except DatabaseError as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            problems.append(f"database {alias!r} cannot be read: {first_line}")
+            continue
+        if missing:
+            problems.append(
+                f"database {alias!r} is not migrated ({len(missing)} migration(s) not applied, first "
+                f"{missing[0]}): run `{migrate_command(alias)}`"
+            )
+    return problems

@@ -112,6 +112,13 @@ def test_a_worker_refuses_every_unmigrated_database_it_serves(project: Project) 
     assert re.fullmatch(r"ready: consuming orders \(pid \d+\)", first), started.stdout
 
 
+def test_the_relay_refuses_an_unmigrated_database(project: Project) -> None:
+    manage(project, "migrate", "-v0")
+    lines = refused(manage(project, "relay_outbox", "--once"))
+    assert len(lines) == 1 and re.fullmatch("CommandError: " + not_migrated("big_corp"), lines[0]), lines
+    assert manage(project, "relay_outbox", "--once", "--database", "default").stdout.strip() == "relayed 0"
+
+
 def test_a_worker_refuses_an_unknown_channel_in_one_line(project: Project) -> None:
     manage(project, "migrate", "-v0")
     lines = refused(manage(project, "consume_channel", "ordres", "--stop-when-empty"))

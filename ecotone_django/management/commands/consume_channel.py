@@ -7,13 +7,12 @@ import os
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DatabaseError
 
 from ...channels import channels
 from ...channels.celery import CeleryChannel
 from ...discovery import get_registry
 from ...exceptions import ConfigurationError
-from ...schema import migrate_command, unapplied_migrations
+from ...schema import migration_problems
 from ...worker import Worker
 
 
@@ -104,18 +103,7 @@ class Command(BaseCommand):
                     broker.profile  # noqa: B018 - imports the Celery app, picks the transport of its broker_url
                 except ConfigurationError as exc:
                     problems.append(str(exc))
-        for alias in worker.aliases:
-            try:
-                missing = unapplied_migrations(alias)
-            except DatabaseError as exc:
-                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                problems.append(f"database {alias!r} cannot be read: {first_line}")
-                continue
-            if missing:
-                problems.append(
-                    f"database {alias!r} is not migrated ({len(missing)} migration(s) not applied, first "
-                    f"{missing[0]}): run `{migrate_command(alias)}`"
-                )
+        problems += migration_problems(worker.aliases)
         if problems:
             raise CommandError("\n".join(problems))
         return worker

@@ -6,10 +6,11 @@ import signal
 import threading
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import get_config
 from ...outbox import Relay
+from ...schema import migration_problems
 
 
 class Command(BaseCommand):
@@ -21,6 +22,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         relay = Relay(options["aliases"])
+        problems = migration_problems(relay.aliases)
+        if problems:  # one line each; the relay never starts on a database without its tables
+            raise CommandError("\n".join(problems))
         if options["once"]:
             self.stdout.write(f"relayed {relay.run_once()}")
             return

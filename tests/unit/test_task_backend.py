@@ -84,9 +84,9 @@ def test_a_rolled_back_transaction_leaves_no_task() -> None:
 
 
 def test_enqueue_in_a_transaction_on_another_database_is_refused_as_a_send_is() -> None:
-    with tenant_context("big_corp"), pytest.raises(TenantTransactionError, match="'big_corp'.*'default'"):
-        with transaction.atomic(using="default"):
-            jobs.record.enqueue("escaping")
+    refused = pytest.raises(TenantTransactionError, match=r"'big_corp'.*'default'")
+    with tenant_context("big_corp"), refused, transaction.atomic(using="default"):
+        jobs.record.enqueue("escaping")
     assert not any(OutboxMessage.objects.using(a).exists() or TaskRun.objects.using(a).exists() for a in ALL)
 
 

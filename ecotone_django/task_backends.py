@@ -17,6 +17,7 @@ handled); ``consume_channel`` runs it (:mod:`ecotone_django.messaging`). Works w
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -44,6 +45,7 @@ from .outbox import enqueue
 from .serialization import to_primitive
 from .signals import message_sent
 from .tenancy import alias_for, current_alias, current_tenant, tenant_of
+from .transactions import check_send_transaction
 
 api = require_tasks_api()
 # Django names them InvalidTask / InvalidTaskBackend; the backport InvalidTaskError / InvalidTaskBackendError.
@@ -141,8 +143,15 @@ class OutboxBackend(BaseTaskBackend):
         metadata = {tenancy.header: tenant} if tenancy is not None and tenant is not None else {}
         message = RunTask(result_id="", task_path=task.module_path, channel=channel, args=args, kwargs=kwargs)
         envelope, _ = build_envelope(message, metadata)  # no tenant where one is needed: MissingTenantError
+        check_send_transaction(envelope)  # as for a send: the task must not escape a rollback on another database
         message = RunTask(envelope.id, task.module_path, channel, args, kwargs)
-        message_sent.send(sender=Kind.COMMAND, message=message, envelope=envelope)
+        if message_sent.receivers:
+            responses: list[tuple[Any, Any]] = message_sent.send(
+                sender=Kind.COMMAND, message=message, envelope=envelope
+            )
+            added = {k: v for _, extra in responses if isinstance(extra, Mapping) for k, v in extra.items()}
+            if added:  # trace context from an observer (ecotone_django.telemetry)
+                envelope = envelope.with_headers(**added)
         envelope = Envelope(envelope.type, to_primitive(message), envelope.headers, envelope.id)
         size, limit = len(envelope.encode().encode()), get_config().max_message_bytes
         if size > limit:

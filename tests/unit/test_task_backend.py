@@ -20,7 +20,7 @@ from django.db import connections, transaction
 from django.test import override_settings
 
 from ecotone_django.clock import clock, now
-from ecotone_django.exceptions import MissingTenantError
+from ecotone_django.exceptions import MissingTenantError, TenantTransactionError
 from ecotone_django.messages import Envelope
 from ecotone_django.messaging import WORKER_ID, tasks_api, tasks_signals
 from ecotone_django.models import DeadLetter, OutboxMessage, TaskRun
@@ -81,6 +81,13 @@ def test_a_rolled_back_transaction_leaves_no_task() -> None:
             jobs.record.get_result(result.id)
     drain()
     assert not Record.objects.using("enterprise_x").exists()
+
+
+def test_enqueue_in_a_transaction_on_another_database_is_refused_as_a_send_is() -> None:
+    refused = pytest.raises(TenantTransactionError, match=r"'big_corp'.*'default'")
+    with tenant_context("big_corp"), refused, transaction.atomic(using="default"):
+        jobs.record.enqueue("escaping")
+    assert not any(OutboxMessage.objects.using(a).exists() or TaskRun.objects.using(a).exists() for a in ALL)
 
 
 def test_without_a_tenant_enqueue_raises_the_same_error_as_send() -> None:

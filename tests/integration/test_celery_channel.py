@@ -346,7 +346,7 @@ def test_retries_on_a_broker_channel_wait_in_the_outbox_and_succeed_once(rabbit_
     url = rabbit_url()
     attempts = tmp_path / "attempts"
     flaky = FlakyOnRabbit("flaky", str(attempts), failures=2)
-    slow_backoff = {"BACKOFF_SECONDS": 60, "MULTIPLIER": 1, "MAX_BACKOFF_SECONDS": 60, "MAX_ATTEMPTS": 3}
+    slow_backoff = {"BACKOFF_SECONDS": 60, "MULTIPLIER": 1, "MAX_BACKOFF_SECONDS": 60, "MAX_ATTEMPTS": 3, "JITTER": 0}
     with override_settings(ECOTONE={**settings.ECOTONE, "RETRY": slow_backoff}):
         command_bus.send(flaky, metadata={"tenant": TENANT})
         assert queue_depth(url, rabbit_queue) == 1

@@ -230,7 +230,7 @@ def _record_failure(row: TaskRun, exc: Exception, sender: type) -> None:
     if row.attempts < retry.max_attempts:
         row.status = TaskRun.READY
         row.save(using=alias, update_fields=UPDATED_FIELDS)
-        enqueue(copy, task_handler(), channel, now() + retry.backoff(row.attempts), attempts=row.attempts)
+        enqueue(copy, task_handler(), channel, now() + retry.delay(row.attempts), attempts=row.attempts)
         return
     row.status, row.finished_at = TaskRun.FAILED, now()
     row.save(using=alias, update_fields=UPDATED_FIELDS)

@@ -277,14 +277,15 @@ class Worker:
     def _broker_loop(self, channel: BrokerChannel) -> None:
         """Consume ``channel`` until the run ends, reconnecting with backoff after broker outages."""
         consumer = channel.consume(time_limit=self.time_limit, consumers=self.concurrency)
-        backoff = 0.5
+        reconnect, lost = Backoff(maximum=MAX_RECONNECT_BACKOFF), False
         try:
             while self._running():
                 try:
                     deliveries = consumer.receive(self.batch_limit(consumer.window), timeout=self.poll_interval)
-                    if backoff > 0.5:
+                    if lost:
                         logger.warning("consuming %r again", channel.name)
-                        backoff = 0.5
+                        reconnect.succeeded(channel.name)
+                        lost = False
                     if not deliveries:
                         self._looked(False, lambda: consumer.pending() or relay_pending(self.aliases, channel.name))
                         continue
@@ -292,10 +293,10 @@ class Worker:
                     self._handle_received(consumer, deliveries, self.batch_limit(consumer.window))
                     consumer.resize(self.batch_limit(consumer.max_window))
                 except BrokerConnectionError as exc:
-                    logger.warning("%s; reconnecting in %.1f s", exc, backoff)
+                    delay, lost = reconnect.failed(channel.name), True
+                    logger.warning("%s; reconnecting in %.1f s", exc, delay)
                     close_old_connections()
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, MAX_RECONNECT_BACKOFF)
+                    self._stop.wait(delay)
         except ConfigurationError:
             self.stop("configuration error")  # a transport refused this consumer: the run cannot go on
             raise

@@ -22,6 +22,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation, get_meter
 from .. import signals
 from ..clock import now
 from ..conf import get_config
+from . import receivers
 from . import semconv as sc
 from .probe import SdkProbe
 
@@ -31,6 +32,15 @@ _started: ContextVar[tuple[float, ...]] = ContextVar("ecotone_handling_started",
 _FAILED = frozenset({"retry", "dead", "error"})
 #: Bucket bounds of the handling-duration histogram, in seconds (a handler takes ms, a slow one seconds).
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+#: Which method receives which signal (connected by instrument(), disconnected by uninstrument()).
+WIRING: receivers.Wiring = (
+    (signals.handling_started, "started", "ecotone.metrics.started"),
+    (signals.handling_finished, "finished", "ecotone.metrics.finished"),
+    (signals.message_retried, "on_retried", "ecotone.metrics.retried"),
+    (signals.message_dead_lettered, "on_dead", "ecotone.metrics.dead"),
+)
 
 
 class Metrics:
@@ -61,16 +71,10 @@ class Metrics:
         meter.create_observable_gauge("ecotone.sagas", [self.observe_sagas], "{saga}", "Sagas by status")
 
     def connect(self) -> None:
-        signals.handling_started.connect(self.started, weak=False, dispatch_uid="ecotone.metrics.started")
-        signals.handling_finished.connect(self.finished, weak=False, dispatch_uid="ecotone.metrics.finished")
-        signals.message_retried.connect(self.on_retried, weak=False, dispatch_uid="ecotone.metrics.retried")
-        signals.message_dead_lettered.connect(self.on_dead, weak=False, dispatch_uid="ecotone.metrics.dead")
+        receivers.connect(self, WIRING)
 
     def disconnect(self) -> None:
-        signals.handling_started.disconnect(dispatch_uid="ecotone.metrics.started")
-        signals.handling_finished.disconnect(dispatch_uid="ecotone.metrics.finished")
-        signals.message_retried.disconnect(dispatch_uid="ecotone.metrics.retried")
-        signals.message_dead_lettered.disconnect(dispatch_uid="ecotone.metrics.dead")
+        receivers.disconnect(WIRING)
 
     def _attributes(self, sender: str, handler_id: str, alias: str, tenant: str | None) -> dict[str, str]:
         attributes = {sc.DESTINATION: sender, sc.HANDLER: handler_id, sc.DB_ALIAS: alias}

@@ -22,6 +22,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from .. import signals
 from ..conf import get_config
 from ..messages import CORRELATION_ID, TRACE_HEADERS, Envelope
+from . import receivers
 from . import semconv as sc
 from .probe import SdkProbe
 
@@ -46,6 +47,17 @@ def _creation_link(carrier: Mapping[str, str]) -> tuple[context.Context | None, 
     return extracted, [Link(creation)]
 
 
+#: Which method receives which signal (connected by instrument(), disconnected by uninstrument()).
+WIRING: receivers.Wiring = (
+    (signals.message_sent, "sent", "ecotone.telemetry.sent"),
+    (signals.handling_started, "started", "ecotone.telemetry.started"),
+    (signals.handling_finished, "finished", "ecotone.telemetry.finished"),
+    (signals.message_retried, "retried", "ecotone.telemetry.retried"),
+    (signals.message_dead_lettered, "dead", "ecotone.telemetry.dead"),
+    (signals.batch_published, "published", "ecotone.telemetry.published"),
+)
+
+
 class Tracing:
     """The signal receivers that make spans; :class:`~ecotone_django.telemetry.EcotoneInstrumentor` connects them."""
 
@@ -58,20 +70,10 @@ class Tracing:
         return self._sdk.off()
 
     def connect(self) -> None:
-        signals.message_sent.connect(self.sent, weak=False, dispatch_uid="ecotone.telemetry.sent")
-        signals.handling_started.connect(self.started, weak=False, dispatch_uid="ecotone.telemetry.started")
-        signals.handling_finished.connect(self.finished, weak=False, dispatch_uid="ecotone.telemetry.finished")
-        signals.message_retried.connect(self.retried, weak=False, dispatch_uid="ecotone.telemetry.retried")
-        signals.message_dead_lettered.connect(self.dead, weak=False, dispatch_uid="ecotone.telemetry.dead")
-        signals.batch_published.connect(self.published, weak=False, dispatch_uid="ecotone.telemetry.published")
+        receivers.connect(self, WIRING)
 
     def disconnect(self) -> None:
-        signals.message_sent.disconnect(dispatch_uid="ecotone.telemetry.sent")
-        signals.handling_started.disconnect(dispatch_uid="ecotone.telemetry.started")
-        signals.handling_finished.disconnect(dispatch_uid="ecotone.telemetry.finished")
-        signals.message_retried.disconnect(dispatch_uid="ecotone.telemetry.retried")
-        signals.message_dead_lettered.disconnect(dispatch_uid="ecotone.telemetry.dead")
-        signals.batch_published.disconnect(dispatch_uid="ecotone.telemetry.published")
+        receivers.disconnect(WIRING)
 
     # -- sending -----------------------------------------------------------------------------------
 

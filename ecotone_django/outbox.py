@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from django.db import close_old_connections, connections, transaction
-from django.db.models import QuerySet
 
 from . import transactions
 from .channels import channels
@@ -262,18 +261,17 @@ def _publish_committed(alias: str, rows: list[OutboxMessage]) -> None:
         relay_health.failed(alias, exc)
 
 
-def publish_rows(alias: str, candidates: QuerySet[OutboxMessage]) -> int:
-    """Lock ``candidates`` (skipping rows another publisher holds), publish them, delete them."""
+def publish_due(alias: str, channel: str, moment: datetime, limit: int) -> int:
+    """Lock up to ``limit`` rows of ``channel`` due at ``moment`` (skipping rows another publisher holds),
+    publish them, delete them; a failed publish rolls back and leaves them for the next try."""
+    own = not connections[alias].in_atomic_block  # a transaction of its own, not the caller's
     with transaction.atomic(using=alias):
-        rows = list(candidates.select_for_update(skip_locked=True))
+        rows, deleted = table.take_due(alias, channel, moment, limit, flush=not own)
         if not rows:
             return 0
-        by_channel: dict[str, list[OutboxMessage]] = defaultdict(list)
-        for row in rows:
-            by_channel[row.channel].append(row)
-        for name, group in by_channel.items():
-            _publish(alias, name, group)
-        table.delete_rows(alias, [r.pk for r in rows])
+        _publish(alias, channel, rows)
+        if not deleted:
+            table.delete_rows(alias, [r.pk for r in rows])
     return len(rows)
 
 
@@ -335,7 +333,7 @@ class Relay:
                 pending = list(self.channel_names)
                 while pending:
                     for channel in list(pending):
-                        count = publish_rows(alias, table.due(alias, channel, now())[: self.batch_size])
+                        count = publish_due(alias, channel, now(), self.batch_size)
                         sent += count
                         published += count
                         if count < self.batch_size:

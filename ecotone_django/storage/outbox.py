@@ -19,7 +19,7 @@ from django.db.models import Count, Q, QuerySet
 
 from ..models import OutboxMessage
 
-__all__ = ["any_due", "claim", "count_waiting", "delete_rows", "due", "insert", "wakeup_name"]
+__all__ = ["any_due", "claim", "count_waiting", "delete_rows", "due", "insert", "take_due", "wakeup_name"]
 
 #: On PostgreSQL, a DELETE of published rows outside a transaction need not wait for the WAL flush: losing
 #: it to a crash only means the relay publishes the message once more (the setting is local to the
@@ -140,6 +140,38 @@ def due(alias: str, channel: str, moment: datetime) -> QuerySet[OutboxMessage]:
         .filter(channel=channel, available_at__lte=moment)
         .order_by("available_at", "id")
     )
+
+
+def take_due(
+    alias: str, channel: str, moment: datetime, limit: int, *, flush: bool = True
+) -> tuple[list[OutboxMessage], bool]:
+    """Lock up to ``limit`` rows of broker channel ``channel`` due at ``moment``, skipping rows others hold.
+
+    Returns the rows and whether they are deleted already. On PostgreSQL one statement locks and deletes
+    them and returns them (``DELETE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING``): the
+    caller publishes them, and a rollback of its transaction brings them back. With ``flush=False`` (the
+    caller's transaction holds nothing else) its commit does not wait for the WAL flush: a crash that
+    loses it only brings the rows back, to be published once more, and the inbox drops those copies.
+    Elsewhere the rows are selected (``FOR UPDATE``, skipping locked rows where the database can) and the
+    caller deletes them by id (:func:`delete_rows`).
+    """
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        rows = due(alias, channel, moment)[:limit].select_for_update(skip_locked=True)
+        return list(rows), False
+    quote, meta = connection.ops.quote_name, OutboxMessage._meta
+    table = quote(meta.db_table)
+    fields = meta.concrete_fields
+    columns = ", ".join(f"{table}.{quote(f.column)}" for f in fields)  # type: ignore[arg-type]
+    sql = (
+        f"DELETE FROM {table}{'' if flush else f' USING {_NO_FLUSH}'} WHERE {table}.id IN ("
+        f"SELECT id FROM {table} WHERE {quote('channel')} = %s AND {quote('available_at')} <= %s "
+        f"ORDER BY {quote('available_at')}, id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {columns}"
+    )
+    names = [f.attname for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [channel, connection.ops.adapt_datetimefield_value(moment), limit])
+        return [OutboxMessage.from_db(alias, names, values) for values in cursor.fetchall()], True
 
 
 def any_due(alias: str, channels: Sequence[str], moment: datetime, tenants: Sequence[str] = ()) -> bool:

@@ -33,6 +33,7 @@ from kombu import Connection
 from ecotone_django import command_bus
 from ecotone_django.channels import channels
 from ecotone_django.channels.celery import JSON, TASK_NAME, task_message
+from ecotone_django.channels.celery.publisher import Publisher
 from ecotone_django.clock import clock, now
 from ecotone_django.messages import Envelope
 from ecotone_django.models import DeadLetter, InboxEntry, OutboxMessage
@@ -265,6 +266,56 @@ def test_rows_committed_together_are_published_as_one_batch_and_looked_up_only_a
     assert outbox_statements(with_a_rollback) == ["INSERT", "INSERT", "SELECT", "DELETE", "SELECT"]
     assert queue_depth(rabbit_url(), rabbit_queue) == 4
     assert not OutboxMessage.objects.using(TENANT).exists()
+
+
+@pytest.mark.rabbitmq
+def test_a_message_published_on_the_amqp_channel_is_the_one_kombus_producer_would_send(rabbit_queue):
+    """The relay publishes on py-amqp's channel directly; the broker must get what kombu's Producer sends."""
+    channel = channels["rabbit"]
+    rows = _outbox_rows(0, 2)
+    for row in rows:
+        row.pk = 1
+    got = []
+    with Connection(rabbit_url(), connect_timeout=5) as conn:
+        fetch = conn.default_channel.basic_get
+        for direct, row in zip((True, False), rows, strict=True):
+            publisher = Publisher(channel.connection(connect_timeout=5), channel.queue, channel.profile, 5)
+            try:
+                assert publisher.direct, "py-amqp on RabbitMQ takes the direct path"
+                publisher.direct = direct
+                publisher.publish([row], time.monotonic() + 5)
+            finally:
+                publisher.close(5)
+            message = wait_for(lambda: fetch(rabbit_queue, no_ack=True), 10, message="a message")
+            got.append(message)
+    (direct_message, kombu_message), (direct_row, kombu_row) = got, rows
+    assert direct_message.properties.pop("correlation_id").startswith(direct_row.message_id)
+    assert kombu_message.properties.pop("correlation_id").startswith(kombu_row.message_id)
+    direct_headers = direct_message.properties.pop("application_headers")
+    kombu_headers = kombu_message.properties.pop("application_headers")
+    assert direct_message.properties == kombu_message.properties
+    assert direct_message.properties["delivery_mode"] == 2 and direct_message.properties["content_type"] == JSON
+    assert direct_headers == task_message(direct_row)[0] and kombu_headers == task_message(kombu_row)[0]
+    assert direct_message.body == task_message(direct_row)[1] and kombu_message.body == task_message(kombu_row)[1]
+
+
+@pytest.mark.rabbitmq
+def test_the_relay_takes_rows_in_one_statement_and_defers_the_flush_only_of_its_own_transaction(rabbit_queue):
+    OutboxMessage.objects.using(TENANT).bulk_create(_outbox_rows(0, 3))
+    with CaptureQueriesContext(connections[TENANT]) as queries:
+        assert Relay([TENANT]).run_once() == 3
+    # PostgreSQL: locked, deleted and returned by one statement; its commit does not wait for the WAL flush.
+    [take] = [q["sql"] for q in queries.captured_queries if "'rabbit'" in q["sql"]]
+    assert take.startswith("DELETE") and "SKIP LOCKED" in take and "synchronous_commit" in take
+    assert queue_depth(rabbit_url(), rabbit_queue) == 3 and not OutboxMessage.objects.using(TENANT).exists()
+
+    OutboxMessage.objects.using(TENANT).bulk_create(_outbox_rows(3, 1))
+    with transaction.atomic(using=TENANT):  # inside the caller's transaction: the caller's commit is flushed
+        assert Relay([TENANT]).run_once() == 1
+        with connections[TENANT].cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone()[0] == "on"
+    assert queue_depth(rabbit_url(), rabbit_queue) == 4
 
 
 # -- 3. garbage on the queue ----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import amqp
 from kombu import Producer
 
 from ...exceptions import BrokerBlockedError, PublishNotConfirmedError
@@ -61,6 +62,8 @@ class Publisher:
             queue(self.channel).declare()
             self.producer = Producer(self.channel, auto_declare=False)
             self.confirms = self.connection.transport.driver_type == "amqp"
+            # py-amqp (RabbitMQ): publish on the channel itself, see _send.
+            self.direct = self.confirms and isinstance(self.channel, amqp.Channel)
             self.batches = not self.confirms and self.producer.supports_batch_publish
             # Kafka (.kafka): delivery reports, awaited once per batch.
             self.deliveries = getattr(self.channel, "wait_for_deliveries", None)
@@ -121,6 +124,9 @@ class Publisher:
             raise
 
     def _send(self, rows: Sequence[OutboxMessage]) -> None:
+        if self.direct:
+            self._send_direct(rows)
+            return
         for row in rows:
             headers, body = task_message(row)
             self.producer.publish(
@@ -139,6 +145,27 @@ class Publisher:
             if self.confirms:
                 self._sequence += 1
                 self._unconfirmed.add(self._sequence)
+
+    def _send_direct(self, rows: Sequence[OutboxMessage]) -> None:
+        """Publish on the py-amqp channel: the message kombu's ``Producer.publish`` builds, property for
+        property (the body encoded, ``priority`` 0), without the layers it passes each message through
+        (its declare, retry, serializer and batch checks), which cost a relay a quarter of its time."""
+        publish, queue_name = self.channel.basic_publish, self.queue_name
+        for row in rows:
+            headers, body = task_message(row)
+            message = amqp.Message(
+                body.encode(),
+                priority=0,
+                content_type=JSON,
+                content_encoding="utf-8",
+                application_headers=headers,
+                delivery_mode=2,
+                correlation_id=headers["id"],
+                **self.profile.message_properties(row),
+            )
+            publish(message, exchange="", routing_key=queue_name, mandatory=True)
+            self._sequence += 1
+            self._unconfirmed.add(self._sequence)
 
     def _wait_for_confirms(self, count: int, deadline: float) -> None:
         while self._unconfirmed:

@@ -409,7 +409,12 @@ def _due_queries(alias: str) -> list[str]:
     found = [
         q["sql"]
         for q in [*worker_queries.captured_queries, *relay_queries.captured_queries]
-        if q["sql"].lstrip().upper().startswith("SELECT") and "ecotone_outbox" in q["sql"]
+        if "ecotone_outbox" in q["sql"]
+        and (
+            q["sql"].lstrip().upper().startswith("SELECT")
+            # the relay on PostgreSQL: one DELETE … WHERE id IN (SELECT … SKIP LOCKED) takes a batch
+            or (q["sql"].lstrip().upper().startswith("DELETE") and "SKIP LOCKED" in q["sql"])
+        )
     ]
     assert len(found) == 2, found
     return found

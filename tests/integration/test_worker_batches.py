@@ -20,7 +20,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from django.db import IntegrityError, connections, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from ecotone_django.clock import now
@@ -170,10 +170,34 @@ def test_a_failed_message_undoes_only_its_own_work_and_callbacks() -> None:
     assert sum(s.startswith("RELEASE SAVEPOINT") for s in statements) == 2  # only after the rollbacks
 
 
+def test_on_postgresql_a_savepoint_goes_out_with_the_first_statement_and_still_undoes_a_failure() -> None:
+    if connections["default"].vendor != "postgresql":
+        pytest.skip("one query for two statements: psycopg 3 with client-side binding, on PostgreSQL")
+    ran: list[str] = []
+    with CaptureQueriesContext(connections["default"]) as queries, transaction.atomic(using="default"):
+        message("first", ran)
+        with pytest.raises(DatabaseError), _message_block("default"):  # fails in the server, after the savepoint
+            Record.objects.using("default").create(name="undone")
+            with connections["default"].cursor() as cursor:
+                cursor.execute("SELECT 1 / 0")
+        # The first statement itself fails.
+        with pytest.raises(DatabaseError), _message_block("default"), connections["default"].cursor() as cursor:
+            cursor.execute("SELECT 1 / 0")
+        message("second", ran)
+    assert names() == ["first", "second"]
+    assert ran == ["first", "second"]
+    statements = [q["sql"].upper() for q in queries.captured_queries]
+    savepoints = [s for s in statements if s.startswith("SAVEPOINT")]
+    assert len(savepoints) == 4, statements
+    assert all(";" in s for s in savepoints), "each SAVEPOINT rides in front of its block's first statement"
+
+
 def _savepoints_open(statements: list[str], upto: int) -> list[str]:
     """The savepoints open before statement ``upto`` (SAVEPOINT pushes; RELEASE and ROLLBACK TO unwind)."""
     stack: list[str] = []
-    for sql in statements[:upto]:
+    # A SAVEPOINT may go out in one query with the statement after it (PostgreSQL): "SAVEPOINT s; INSERT …".
+    parts = [part.strip() for sql in statements[:upto] for part in sql.split(";") if part.strip()]
+    for sql in parts:
         words = sql.split()
         name = words[-1].strip('"`[]') if words else ""
         if sql.startswith("SAVEPOINT"):

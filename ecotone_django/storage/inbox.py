@@ -9,6 +9,7 @@ worker, finding the committed row, skips it. The key is the message id, or the b
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import timedelta
@@ -88,10 +89,13 @@ def record_many(alias: str, keys: Sequence[tuple[str, str]]) -> set[tuple[str, s
     moment = connection.ops.adapt_datetimefield_value(now())
     params: list[Any]
     if connection.vendor == "postgresql":
-        # Two arrays, whatever the batch size: one statement text (the driver caches its parsing, which
-        # it does not for more than 50 parameters), and 3 parameters to adapt instead of 3 per row.
-        rows_sql = "SELECT k, h, %s FROM unnest(%s::varchar[], %s::varchar[]) WITH ORDINALITY AS b(k, h, n) ORDER BY n"
-        params = [moment, [k for k, _ in rows], [h for _, h in rows]]
+        # One JSON text, whatever the batch size: one statement text (the driver caches its parsing, which
+        # it does not for more than 50 parameters), and one string to quote where two lists of strings
+        # cost the client-side binding of Django's cursor about 5 us per row.
+        rows_sql = (
+            "SELECT b.r->>0, b.r->>1, %s FROM json_array_elements(%s::json) WITH ORDINALITY AS b(r, n) ORDER BY n"
+        )
+        params = [moment, json.dumps(rows)]
     else:
         rows_sql = "VALUES " + ", ".join(["(%s, %s, %s)"] * len(rows))
         params = [value for k, h in rows for value in (k, h, moment)]

@@ -87,9 +87,10 @@ def delete_rows(alias: str, pks: Sequence[int]) -> None:
         if connection.vendor == "mysql":
             for pk in pks:
                 cursor.execute(f"DELETE FROM {table} WHERE id = %s", [pk])
-        elif connection.vendor == "postgresql":  # one array parameter, whatever the number of rows
+        elif connection.vendor == "postgresql":  # one array, whatever the number of rows, as one string to quote
             deferred = f" USING {_NO_FLUSH}" if connection.get_autocommit() else ""
-            cursor.execute(f"DELETE FROM {table}{deferred} WHERE {table}.id = ANY(%s)", [list(pks)])
+            ids = "{" + ",".join(str(int(pk)) for pk in pks) + "}"
+            cursor.execute(f"DELETE FROM {table}{deferred} WHERE {table}.id = ANY(%s::bigint[])", [ids])
         else:
             cursor.execute(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(pks))})", list(pks))
 

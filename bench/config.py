@@ -18,12 +18,14 @@ RABBITMQ_URL = os.environ.get("RABBITMQ_URL") or "amqp://guest:guest@127.0.0.1:5
 #: DATABASES alias → PostgreSQL database name.
 DATABASE_NAMES = {"default": f"{PREFIX}default", "big_corp": f"{PREFIX}big_corp"}
 
-#: Queues on RabbitMQ: the Celery channels', the bare Celery task's and the raw kombu baseline's.
+#: Queues on RabbitMQ: the Celery channels', the bare Celery task's, the raw kombu baseline's and the
+#: minimal transactional path's (bench.figures.latency).
 QUEUE_RABBIT = f"{PREFIX}rabbit"
 QUEUE_PREMIUM = f"{PREFIX}premium"
 QUEUE_BARE = f"{PREFIX}bare"
 QUEUE_RAW = f"{PREFIX}raw"
-QUEUES = (QUEUE_RABBIT, QUEUE_PREMIUM, QUEUE_BARE, QUEUE_RAW)
+QUEUE_RAW_TX = f"{PREFIX}raw_tx"
+QUEUES = (QUEUE_RABBIT, QUEUE_PREMIUM, QUEUE_BARE, QUEUE_RAW, QUEUE_RAW_TX)
 
 #: ``dynamic``: premium tenant on its own database and RabbitMQ queue, free tier on a shared database
 #: channel. ``single``: every tenant on one database channel in one database (the comparison).

@@ -1,7 +1,9 @@
-"""``python -m bench.raw_consumer QUEUE``: the latency baseline's consumer — plain kombu, prefetch 1, ack after mark.
+"""``python -m bench.raw_consumer QUEUE [--inbox]``: the latency baseline's consumer — plain kombu, prefetch 1.
 
 Messages are JSON ``{"seq": …, "sent_at": …}``; each is noted with :func:`bench.probe.mark` (``BENCH_LOG``),
-like the ecotone handler notes its start, then acked. Exits on SIGTERM.
+like the ecotone handler notes its start, then acked. With ``--inbox`` it does first what any consumer
+that handles each message once must do: in a transaction on the bench's database, INSERT the message's
+inbox row (bare psycopg, a prepared statement); then the mark, COMMIT, ack. Exits on SIGTERM.
 """
 
 from __future__ import annotations
@@ -12,11 +14,17 @@ import signal
 import sys
 from typing import Any
 
+import psycopg
 from kombu import Connection, Queue
 from kombu.message import Message
 
-from .config import RABBITMQ_URL
+from .config import DATABASE_NAMES, RABBITMQ_URL, postgres_params
 from .probe import mark
+
+RECORD = (
+    "INSERT INTO ecotone_inbox (key, handler, handled_at) VALUES (%s, 'bench.raw_consumer', now()) "
+    "ON CONFLICT DO NOTHING RETURNING key"
+)
 
 _stop = False
 
@@ -28,12 +36,20 @@ def _on_signal(signum: int, frame: Any) -> None:
 
 def main() -> None:
     queue_name = sys.argv[1]
+    inbox = None
+    if "--inbox" in sys.argv[2:]:
+        inbox = psycopg.connect(**postgres_params(DATABASE_NAMES["default"]))  # type: ignore[arg-type]
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
 
     def on_message(message: Message) -> None:
         data = json.loads(message.body)
-        mark(int(data["seq"]), float(data["sent_at"]))
+        if inbox is None:
+            mark(int(data["seq"]), float(data["sent_at"]))
+        else:
+            inbox.execute(RECORD, (f"raw-{data['seq']}",), prepare=True)
+            mark(int(data["seq"]), float(data["sent_at"]))
+            inbox.commit()
         message.ack()
 
     queue = Queue(queue_name, durable=True)

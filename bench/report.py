@@ -290,6 +290,13 @@ def _extra_line(name: str, entry: dict[str, Any]) -> str:
                 f"; the autocommit send, no business row (not in the ratio): p50 "
                 f"{_fmt(entry['autocommit_p50_ms'])} ms, p99 {_fmt(entry['autocommit_p99_ms'])} ms"
             )
+        if "minimal_transactional_p50_ms" in entry:
+            line += (
+                f"; the minimal transactional path (bare psycopg + kombu, context): p50 "
+                f"{_fmt(entry['minimal_transactional_p50_ms'])} ms, "
+                f"{_fmt(entry['minimal_transactional_vs_raw'])} times raw; ours is "
+                f"{_fmt(entry['measured_vs_minimal_transactional'])} times that path"
+            )
         return line
     if name == "noisy_neighbor_p99_ratio" and "single_queue_ratio" in entry:
         s = entry["single_queue_p99_ms"]

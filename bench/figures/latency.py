@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..config import PREMIUM_TENANT, QUEUE_PREMIUM, QUEUE_RAW, RABBITMQ_URL
+from ..config import PREMIUM_TENANT, QUEUE_PREMIUM, QUEUE_RAW, QUEUE_RAW_TX, RABBITMQ_URL
 from ..infra import (
     CorrectnessError,
     HandlerLog,
@@ -22,6 +22,7 @@ from ..infra import (
     RowSpec,
     check_exactly_once,
     checkpoint,
+    connect,
     load_rows,
     median,
     outbox_rows,
@@ -33,6 +34,14 @@ from ..infra import (
     wait_until,
 )
 from . import Context, Figure
+
+#: The minimal transactional path's statements (bare psycopg): the business row, then the outbox row.
+ORDER_SQL = "INSERT INTO bench_shop_order (with_task) VALUES (true)"
+OUTBOX_SQL = (
+    "INSERT INTO ecotone_outbox (message_id, channel, handler, message_type, tenant, body, available_at, attempts,"
+    " created_at, last_error) VALUES (%s, 'bench_raw_tx', 'bench.raw_consumer', 'raw', '', '{}', now(), 0, now(), '')"
+    " RETURNING id"
+)
 
 FREE_SEQ = 10_000_000  # backlog messages carry seq >= this; premium ones count from 0
 FREE_TENANTS = 50
@@ -64,11 +73,21 @@ def latency_p50_vs_raw_roundtrip(ctx: Context) -> Figure:
     raw_all: list[float] = []
     tx_all: list[float] = []
     auto_all: list[float] = []
+    floor_p50: list[float] = []
+    floor_all: list[float] = []
 
     def measure() -> None:
-        for values in (raw_p50, tx_p50, auto_p50, raw_all, tx_all, auto_all):
+        for values in (raw_p50, tx_p50, auto_p50, raw_all, tx_all, auto_all, floor_p50, floor_all):
             values.clear()
-        _latency_rounds(ctx, PingRabbit, command_bus, (raw_p50, raw_all), (tx_p50, tx_all), (auto_p50, auto_all))
+        _latency_rounds(
+            ctx,
+            PingRabbit,
+            command_bus,
+            (raw_p50, raw_all),
+            (tx_p50, tx_all),
+            (auto_p50, auto_all),
+            (floor_p50, floor_all),
+        )
 
     ctx.attempt("latency rounds", measure)
     return Figure(
@@ -99,6 +118,13 @@ def latency_p50_vs_raw_roundtrip(ctx: Context) -> Figure:
             "autocommit_p50_ms": round(median(auto_p50), 3),
             "autocommit_p99_ms": round(percentile(auto_all, 0.99), 3),
             "autocommit_samples": auto_p50,
+            # Context: the least a transactional send and a consumer that handles each message once must do,
+            # in bare psycopg and kombu (no framework): what the database round trips alone cost on this machine.
+            "minimal_transactional_p50_ms": round(median(floor_p50), 3),
+            "minimal_transactional_p99_ms": round(percentile(floor_all, 0.99), 3),
+            "minimal_transactional_vs_raw": round(median(floor_p50) / median(raw_p50), 3),
+            "measured_vs_minimal_transactional": round(median(tx_p50) / median(floor_p50), 3),
+            "minimal_transactional_samples": floor_p50,
         },
     )
 
@@ -110,8 +136,10 @@ def _latency_rounds(
     raw: tuple[list[float], list[float]],
     in_transaction: tuple[list[float], list[float]],
     autocommit: tuple[list[float], list[float]],
+    floor: tuple[list[float], list[float]],
 ) -> None:
-    """Rounds of paced sends: raw kombu, our send in a transaction with a business row, our autocommit send."""
+    """Rounds of paced sends: raw kombu, our send in a transaction with a business row, our autocommit send,
+    and the minimal transactional path (bare psycopg and kombu: outbox row, COMMIT, publish → inbox row)."""
     from django.db import transaction
     from kombu import Connection
 
@@ -119,21 +147,41 @@ def _latency_rounds(
 
     n, interval = ctx.sizes.latency_messages, ctx.sizes.latency_interval
     purge(QUEUE_RAW)
+    purge(QUEUE_RAW_TX)
     settle("default", "big_corp")
     with (
         HandlerLog() as raw_log,
         HandlerLog() as our_log,
+        HandlerLog() as floor_log,
         Proc.module("bench.raw_consumer", QUEUE_RAW, env=raw_log.env) as raw_proc,
+        Proc.module("bench.raw_consumer", QUEUE_RAW_TX, "--inbox", env=floor_log.env) as floor_proc,
         Proc.manage("consume_channel", "bench_rabbit", env=our_log.env) as our_proc,
         Connection(RABBITMQ_URL) as conn,
+        connect("default") as db,
     ):
         raw_proc.wait_for_output("ready")
+        floor_proc.wait_for_output("ready")
         our_proc.wait_for_output("ready: consuming ")
         producer = conn.Producer(auto_declare=False)
+        db.autocommit = False
 
         def raw_send(seq: int) -> None:
             body = json.dumps({"seq": seq, "sent_at": time.time()})
             producer.publish(body, exchange="", routing_key=QUEUE_RAW, content_type="application/json", delivery_mode=2)
+
+        def floor_send(seq: int) -> None:
+            # The same transaction as tx_send in bare psycopg: business row, then from the hand-over on an
+            # outbox row and COMMIT; then publish (persistent) and delete the row, as a relay must.
+            db.execute(ORDER_SQL, prepare=True)
+            sent_at = time.time()
+            (row_id,) = db.execute(OUTBOX_SQL, (f"raw-{seq}",), prepare=True).fetchone()  # type: ignore[misc]
+            db.commit()
+            body = json.dumps({"seq": seq, "sent_at": sent_at})
+            producer.publish(
+                body, exchange="", routing_key=QUEUE_RAW_TX, content_type="application/json", delivery_mode=2
+            )
+            db.execute("DELETE FROM ecotone_outbox WHERE id = %s", (row_id,), prepare=True)
+            db.commit()
 
         def our_send(seq: int) -> None:
             command_bus.send(ping(seq=seq, sent_at=time.time()), metadata={"tenant": "acme"})
@@ -148,12 +196,15 @@ def _latency_rounds(
         # Warm-up: connections on both sides, and the consumers really subscribed (seq -1 is not counted).
         raw_send(-1)
         our_send(-1)
+        floor_send(-1)
         raw_log.wait_for(1, 30, raw_proc)
         our_log.wait_for(1, 30, our_proc)
+        floor_log.wait_for(1, 30, floor_proc)
         sides = [
             (raw, raw_send, raw_log, raw_proc),
             (in_transaction, tx_send, our_log, our_proc),
             (autocommit, our_send, our_log, our_proc),
+            (floor, floor_send, floor_log, floor_proc),
         ]
         base = 0
         for _ in range(ctx.sizes.rounds):
@@ -169,7 +220,8 @@ def _latency_rounds(
                 p50s.append(percentile(latencies, 0.5))
                 line.append(f"{p50s[-1]:.2f}")
             ctx.log(
-                f"  round: raw p50 {line[0]} ms  ecotone in a transaction p50 {line[1]} ms  (autocommit {line[2]} ms)"
+                f"  round: raw p50 {line[0]} ms  ecotone in a transaction p50 {line[1]} ms  (autocommit {line[2]} ms, "
+                f"minimal transactional path {line[3]} ms)"
             )
 
 

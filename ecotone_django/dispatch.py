@@ -9,8 +9,8 @@ layer sits below the buses and does not import them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+import functools
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from inspect import iscoroutinefunction
 from typing import Any
@@ -38,14 +38,25 @@ def current_envelope() -> Envelope | None:
     return _handling.get()
 
 
-@contextmanager
-def handling(envelope: Envelope) -> Iterator[Envelope]:
-    """Make ``envelope`` the message being handled for the block."""
-    token = _handling.set(envelope)
-    try:
-        yield envelope
-    finally:
-        _handling.reset(token)
+class handling:
+    """Make ``envelope`` the message being handled for the block (a class: entered for every message)."""
+
+    __slots__ = ("envelope", "token")
+
+    def __init__(self, envelope: Envelope) -> None:
+        self.envelope = envelope
+
+    def __enter__(self) -> Envelope:
+        self.token = _handling.set(self.envelope)
+        return self.envelope
+
+    def __exit__(self, *exc: object) -> None:
+        _handling.reset(self.token)
+
+
+@functools.cache
+def _is_coroutine_function(func: Callable[..., Any]) -> bool:
+    return iscoroutinefunction(func)
 
 
 def bind_arguments(handler: Handler, envelope: Envelope, services: Services = _NO_SERVICES) -> dict[str, Any]:
@@ -75,7 +86,7 @@ def call_handler(
 ) -> Any:
     """Call a non-saga handler with the message and its injected arguments."""
     kwargs = bind_arguments(handler, envelope, services)
-    func = async_to_sync(handler.func) if iscoroutinefunction(handler.func) else handler.func
+    func = async_to_sync(handler.func) if _is_coroutine_function(handler.func) else handler.func
     if handler.binding is Binding.INSTANCE:
         assert handler.owner is not None
         return func(registry.instance_of(handler.owner), message, **kwargs)

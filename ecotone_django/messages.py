@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import threading
 import time
 import uuid
@@ -31,6 +32,8 @@ TIMESTAMP = "timestamp"
 TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
 ENVELOPE_KEYS = frozenset({"id", "type", "payload", "headers"})
 _REQUIRED_KEYS = frozenset({"id", "type", "payload"})
+#: A UUID in the hyphenated form ``str(uuid.UUID)`` gives; any other id is checked by ``uuid.UUID``.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 _COUNTER_BITS = 42
@@ -129,8 +132,9 @@ class Envelope:
             raise DecodeError("envelope type must be a non-empty string")
         if not isinstance(headers, dict) or not all(isinstance(k, str) for k in headers):
             raise DecodeError("envelope headers must be a JSON object")
-        try:
-            uuid.UUID(str(message_id))
-        except ValueError:
-            raise DecodeError(f"envelope id {message_id!r} is not a UUID") from None
+        if not (isinstance(message_id, str) and _CANONICAL_UUID.fullmatch(message_id)):  # the form we send
+            try:
+                uuid.UUID(str(message_id))
+            except ValueError:
+                raise DecodeError(f"envelope id {message_id!r} is not a UUID") from None
         return cls(type=type_name, payload=data["payload"], headers=headers, id=str(message_id))

@@ -12,8 +12,8 @@ transaction on another database than the tenant's).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import ContextDecorator, contextmanager
+from collections.abc import Callable
+from contextlib import ContextDecorator
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, TypeVar, overload
@@ -33,14 +33,23 @@ def current_tenant() -> str | None:
     return _current_tenant.get()
 
 
-@contextmanager
-def tenant_context(tenant: str | None) -> Iterator[str | None]:
-    """Run the block for ``tenant``; the previous tenant is restored afterwards, even on error."""
-    token = _current_tenant.set(tenant)
-    try:
-        yield tenant
-    finally:
-        _current_tenant.reset(token)
+class tenant_context:
+    """Run the block for ``tenant``; the previous tenant is restored afterwards, even on error.
+
+    A class rather than ``@contextmanager``: it is entered for every message a worker handles.
+    """
+
+    __slots__ = ("tenant", "token")
+
+    def __init__(self, tenant: str | None) -> None:
+        self.tenant = tenant
+
+    def __enter__(self) -> str | None:
+        self.token = _current_tenant.set(self.tenant)
+        return self.tenant
+
+    def __exit__(self, *exc: object) -> None:
+        _current_tenant.reset(self.token)
 
 
 def alias_for(tenant: str | None) -> str:

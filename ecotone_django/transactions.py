@@ -251,7 +251,6 @@ class _LateSavepoint:
         self._making = False
         self._held: str | None = None  # the SAVEPOINT statement, held back to go out with the first statement
         self._hooks = 0
-        self._wrapper: contextlib.AbstractContextManager[None] | None = None
 
     def _first_statement(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
         if self._making and self._held == "":  # the SAVEPOINT itself, from _savepoint_create below: hold it
@@ -277,12 +276,11 @@ class _LateSavepoint:
 
     def __enter__(self) -> None:
         self._hooks = len(self.connection.run_on_commit)
-        self._wrapper = self.connection.execute_wrapper(self._first_statement)
-        self._wrapper.__enter__()
+        # What connection.execute_wrapper() does, without a generator context manager for every message.
+        self.connection.execute_wrappers.append(self._first_statement)
 
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
-        assert self._wrapper is not None
-        self._wrapper.__exit__(None, None, None)
+        self.connection.execute_wrappers.remove(self._first_statement)
         if self.sid is not None and self.sid in self.connection.savepoint_ids:
             self.connection.savepoint_ids.remove(self.sid)
         if exc_type is None:

@@ -249,30 +249,43 @@ class _LateSavepoint:
         self.connection = connection
         self.sid: str | None = None
         self._making = False
-        self._held: str | None = None  # the SAVEPOINT statement, held back to go out with the first statement
         self._hooks = 0
 
     def _first_statement(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
-        if self._making and self._held == "":  # the SAVEPOINT itself, from _savepoint_create below: hold it
-            self._held = sql
-            return None
         if self.sid is None and not self._making:
             self._making = True  # the SAVEPOINT statement itself passes through this wrapper
             cursor = _prefixable_cursor(context, many)
-            if cursor is not None:
-                self._held = ""
-            self.sid = _savepoint_create(using=self.alias)
-            if self.sid is not None and self.sid not in self.connection.savepoint_ids:
-                self.connection.savepoint_ids.append(self.sid)  # on_commit hooks registered from now on
-            held, self._held = self._held, None
-            if cursor is not None and held:
-                # One query, two statements: the server makes the savepoint, then runs the statement (an
-                # error in it leaves the savepoint made, to roll back to). The cursor then moves on to the
-                # statement's own result, which is what the caller reads.
-                result = execute(f"{held}; {sql}", params, many, context)
-                cursor.nextset()
-                return result
+            if cursor is not None and "_savepoint" not in vars(self.connection):
+                self.sid = self._name_savepoint()
+                if self.sid is not None:
+                    self._keep(self.sid)
+                    # One query, two statements: the server makes the savepoint, then runs the statement (an
+                    # error in it leaves the savepoint made, to roll back to). The cursor then moves on to the
+                    # statement's own result, which is what the caller reads.
+                    savepoint = self.connection.ops.savepoint_create_sql(self.sid)
+                    result = execute(f"{savepoint}; {sql}", params, many, context)
+                    cursor.nextset()
+                    return result
+            else:
+                self.sid = _savepoint_create(using=self.alias)
+                if self.sid is not None:
+                    self._keep(self.sid)
         return execute(sql, params, many, context)
+
+    def _name_savepoint(self) -> str | None:
+        """A savepoint id from Django, which does its bookkeeping, without its ``SAVEPOINT`` statement."""
+        named: list[str] = []
+        state = vars(self.connection)
+        state["_savepoint"] = named.append  # shadows the method that would send the statement
+        try:
+            sid = _savepoint_create(using=self.alias)
+        finally:
+            del state["_savepoint"]
+        return sid if named else None
+
+    def _keep(self, sid: str) -> None:
+        if sid not in self.connection.savepoint_ids:
+            self.connection.savepoint_ids.append(sid)  # on_commit hooks registered from now on
 
     def __enter__(self) -> None:
         self._hooks = len(self.connection.run_on_commit)

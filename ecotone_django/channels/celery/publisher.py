@@ -149,7 +149,8 @@ class Publisher:
     def _send_direct(self, rows: Sequence[OutboxMessage]) -> None:
         """Publish on the py-amqp channel: the message kombu's ``Producer.publish`` builds, property for
         property (the body encoded, ``priority`` 0), without the layers it passes each message through
-        (its declare, retry, serializer and batch checks), which cost a relay a quarter of its time."""
+        (its declare, retry, serializer and batch checks): 25 to 35 us of a 100 to 160 us publish in a
+        microbenchmark here, a small part of what the relay spends per row."""
         publish, queue_name = self.channel.basic_publish, self.queue_name
         for row in rows:
             headers, body = task_message(row)

@@ -40,7 +40,34 @@ def to_primitive(value: object) -> Any:
 
 def from_primitive(tp: Any, data: Any) -> Any:
     """Build a value of type ``tp`` from JSON primitives, or raise ConversionError."""
+    flat = _flat_fields(tp) if isinstance(tp, type) else None
+    if flat is not None and type(data) is dict and len(data) == len(flat):
+        # A flat dataclass whose JSON object holds every field with exactly its type: nothing to convert or
+        # check field by field (a worker does this for every message). Anything else takes the full path.
+        for name, kind in flat:
+            if type(data.get(name)) is not kind:
+                break
+        else:
+            try:
+                return tp(**data)
+            except (TypeError, ValueError) as exc:
+                raise ConversionError(tp.__qualname__, "", f"{tp.__qualname__}() rejected the data: {exc}") from exc
     return _load(tp, data, getattr(tp, "__qualname__", None) or repr(tp), "")
+
+
+@functools.cache
+def _flat_fields(tp: type) -> tuple[tuple[str, type], ...] | None:
+    """(name, type) of every field of dataclass ``tp`` if each is a str, int, float or bool set by ``__init__``."""
+    if not dataclasses.is_dataclass(tp):
+        return None
+    try:
+        hints = _hints(tp)
+    except Exception:  # unresolvable forward references: the full path says so
+        return None
+    fields = dataclasses.fields(tp)
+    if not fields or not all(f.init and hints.get(f.name) in _PLAIN for f in fields):
+        return None
+    return tuple((f.name, hints[f.name]) for f in fields)
 
 
 def dumps(value: Any) -> str:

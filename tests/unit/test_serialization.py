@@ -423,3 +423,46 @@ def test_pydantic_models() -> None:
         from_primitive(list[Item], [{"sku": "A", "qty": 1, "price": "1"}, {"sku": "B", "price": "1"}])
     assert info.value.field == "[1].qty"
     assert "required" in info.value.reason.lower()
+
+
+@dataclass(frozen=True)
+class Flat:
+    """Every field a JSON scalar: what most messages are, and what from_primitive takes without a field walk."""
+
+    name: str
+    count: int
+    ratio: float
+    ready: bool
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            raise ValueError("count must not be negative")
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"name": "a", "count": 2, "ratio": 0.5, "ready": True}, Flat("a", 2, 0.5, True)),
+        ({"name": "a", "count": 2.0, "ratio": 1, "ready": False}, Flat("a", 2, 1.0, False)),  # converted
+    ],
+)
+def test_flat_dataclass_is_built_with_its_field_types(data: dict[str, Any], expected: Flat) -> None:
+    built = from_primitive(Flat, data)
+    assert built == expected
+    assert [type(v) for v in (built.name, built.count, built.ratio, built.ready)] == [str, int, float, bool]
+
+
+@pytest.mark.parametrize(
+    ("data", "field_path", "reason"),
+    [
+        ({"name": "a", "count": True, "ratio": 0.5, "ready": True}, "count", "expected int"),
+        ({"name": "a", "count": 1, "ratio": 0.5, "ready": 1}, "ready", "expected bool"),
+        ({"name": "a", "count": 1, "ratio": 0.5, "extra": True}, "extra", "unknown field"),
+        ({"name": "a", "count": 1, "ratio": 0.5}, "ready", "missing required field"),
+        ({"name": "a", "count": -1, "ratio": 0.5, "ready": True}, "", "Flat() rejected the data: count must not"),
+    ],
+)
+def test_flat_dataclass_errors_are_those_of_the_full_path(data: dict[str, Any], field_path: str, reason: str) -> None:
+    with pytest.raises(ConversionError) as caught:
+        from_primitive(Flat, data)
+    assert caught.value.field == field_path and reason in str(caught.value), str(caught.value)

@@ -9,6 +9,7 @@ called (:class:`Binding`) and what each further parameter receives (:class:`Para
 from __future__ import annotations
 
 import enum
+import functools
 import inspect
 import typing
 from collections.abc import Callable, Mapping
@@ -68,8 +69,8 @@ class Handler:
     def is_async(self) -> bool:
         return self.channel is not None
 
-    @property
-    def message_name(self) -> str:
+    @functools.cached_property
+    def message_name(self) -> str:  # read for every message a worker handles
         return message_name(self.message_type) if self.message_type else (self.input_channel or "")
 
     @property

@@ -115,10 +115,14 @@ class Envelope:
 
     @classmethod
     def decode(cls, body: str | bytes) -> Envelope:
-        return cls.from_dict(serialization.loads(body))
+        return cls._checked(serialization.loads(body), header_keys_checked=True)  # JSON object keys are strings
 
     @classmethod
     def from_dict(cls, data: Any) -> Envelope:
+        return cls._checked(data, header_keys_checked=False)
+
+    @classmethod
+    def _checked(cls, data: Any, *, header_keys_checked: bool) -> Envelope:
         if not isinstance(data, dict):
             raise DecodeError(f"an envelope is a JSON object, got {type(data).__name__}")
         keys = data.keys()
@@ -130,7 +134,7 @@ class Envelope:
         message_id, type_name, headers = data["id"], data["type"], data.get("headers", {})
         if not isinstance(type_name, str) or not type_name:
             raise DecodeError("envelope type must be a non-empty string")
-        if not isinstance(headers, dict) or not all(isinstance(k, str) for k in headers):
+        if not isinstance(headers, dict) or not (header_keys_checked or all(isinstance(k, str) for k in headers)):
             raise DecodeError("envelope headers must be a JSON object")
         if not (isinstance(message_id, str) and _CANONICAL_UUID.fullmatch(message_id)):  # the form we send
             try:

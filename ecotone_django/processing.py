@@ -49,7 +49,7 @@ class Outcome(enum.Enum):
     DEAD = "dead"
 
 
-@dataclass
+@dataclass(slots=True)
 class Prepared:
     """A delivery decoded and matched to its handler, ready to run."""
 
@@ -57,10 +57,14 @@ class Prepared:
     envelope: Envelope
     alias: str
     tenant: str | None
-    text: str
     handler: Handler
     message: Any
     registry: Registry
+
+    @property
+    def text(self) -> str:
+        """The body as a dead letter stores it (only a failure needs it)."""
+        return safe_text(self.delivery.body)
 
 
 def database_of(delivery: Delivery, fallback_alias: str) -> str:
@@ -100,12 +104,11 @@ def prepare(delivery: Delivery, *, fallback_alias: str) -> Prepared | Outcome:
         return Outcome.DEAD
     tenant = tenant_of(envelope)
     alias = alias_for(tenant)
-    text = safe_text(body)
     if alias not in connections.settings:
         dead_letter(
             fallback_alias,
             reason=f"tenant {tenant!r} maps to database {alias!r}, which DATABASES lacks",
-            body=text,
+            body=safe_text(body),
             envelope=envelope,
             handler_id=handler_id,
             channel=channel,
@@ -120,7 +123,7 @@ def prepare(delivery: Delivery, *, fallback_alias: str) -> Prepared | Outcome:
         dead_letter(
             alias,
             reason=describe(exc)[:255],
-            body=text,
+            body=safe_text(body),
             exc=exc,
             envelope=envelope,
             handler_id=handler_id,
@@ -129,7 +132,7 @@ def prepare(delivery: Delivery, *, fallback_alias: str) -> Prepared | Outcome:
             tenant=tenant,
         )
         return Outcome.DEAD
-    return Prepared(delivery, envelope, alias, tenant, text, handler, message, registry)
+    return Prepared(delivery, envelope, alias, tenant, handler, message, registry)
 
 
 def run(prepared: Prepared, *, recorded: bool = False) -> Outcome:

@@ -188,7 +188,10 @@ class Worker:
     def _timed(self, handle: Callable[[], Outcome]) -> Outcome:
         """Run ``handle`` under the time limit and feed its duration into the batch sizing."""
         started = time.monotonic()
-        with TimeLimit(self.time_limit):
+        if self.time_limit:
+            with TimeLimit(self.time_limit):
+                outcome = handle()
+        else:
             outcome = handle()
         self._seconds_per_message += (time.monotonic() - started - self._seconds_per_message) * 0.2
         return outcome

@@ -16,7 +16,6 @@ from collections.abc import Iterable, Sequence
 
 from ..clock import now
 from ..conf import get_config
-from ..storage import lease
 from ..storage import outbox as table
 from .base import Channel, Delivery
 
@@ -50,8 +49,7 @@ class DatabaseConsumer:
         with self._lock:
             first = self._next.get(alias, 0)
         turns = [self.channel_names[(first + offset) % count] for offset in range(count)]
-        lease.hold(alias, self.lease)
-        channel, rows = table.claim(alias, turns, now(), self.tenants, limit)
+        channel, rows = table.claim(alias, turns, now(), self.tenants, limit, lease=self.lease)
         if channel is None:
             return []
         with self._lock:

@@ -23,7 +23,10 @@ import math
 
 from django.db import connections
 
-__all__ = ["hold"]
+__all__ = ["CLAIM_SETTING", "hold", "milliseconds"]
+
+#: The PostgreSQL setting of the lease; a claim statement may set it itself (:func:`milliseconds`).
+CLAIM_SETTING = "idle_in_transaction_session_timeout"
 
 
 def hold(alias: str, seconds: float) -> None:
@@ -33,9 +36,12 @@ def hold(alias: str, seconds: float) -> None:
     connection = connections[alias]
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT set_config('idle_in_transaction_session_timeout', %s, true)", [f"{math.ceil(seconds * 1000)}"]
-            )
+            cursor.execute(f"SELECT set_config('{CLAIM_SETTING}', %s, true)", [milliseconds(seconds)])
     elif connection.vendor == "mysql" and getattr(connection, "mysql_is_mariadb", False):
         with connection.cursor() as cursor:
             cursor.execute("SET SESSION idle_transaction_timeout = %s", [max(1, math.ceil(seconds))])
+
+
+def milliseconds(seconds: float) -> str:
+    """The PostgreSQL value of a lease of ``seconds``, for ``set_config('idle_in_transaction_session_timeout', …)``."""
+    return f"{math.ceil(seconds * 1000)}"

@@ -18,6 +18,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Count, Q, QuerySet
 
 from ..models import OutboxMessage
+from . import lease as lease_setting
 
 __all__ = ["any_due", "claim", "count_waiting", "delete_rows", "due", "insert", "take_due", "wakeup_name"]
 
@@ -95,11 +96,18 @@ def delete_rows(alias: str, pks: Sequence[int]) -> None:
             cursor.execute(f"DELETE FROM {table} WHERE id IN ({', '.join(['%s'] * len(pks))})", list(pks))
 
 
-def _claim_sql(connection: BaseDatabaseWrapper, *, tenants: int) -> str:
-    """The due-row claim of one channel; parameters: channel, now, the tenants, limit."""
+def _claim_sql(connection: BaseDatabaseWrapper, *, tenants: int, lease: bool = False) -> str:
+    """The due-row claim of one channel; parameters: (the lease,) channel, now, the tenants, limit.
+
+    ``lease`` (PostgreSQL): the statement also sets the claim lease for its transaction, for each row it
+    returns (:mod:`.lease`). It takes effect with the rows' locks, and spares the batch a round trip.
+    """
     quote = connection.ops.quote_name
+    columns = ", ".join(map(quote, _CLAIM_COLUMNS))
+    if lease:
+        columns += f", set_config('{lease_setting.CLAIM_SETTING}', %s, true)"
     sql = (
-        f"SELECT {', '.join(map(quote, _CLAIM_COLUMNS))} FROM {quote(OutboxMessage._meta.db_table)} "
+        f"SELECT {columns} FROM {quote(OutboxMessage._meta.db_table)} "
         f"WHERE {quote('channel')} = %s AND {quote('available_at')} <= %s"
     )
     if tenants:
@@ -111,7 +119,7 @@ def _claim_sql(connection: BaseDatabaseWrapper, *, tenants: int) -> str:
 
 
 def claim(
-    alias: str, channels: Sequence[str], moment: datetime, tenants: Sequence[str], limit: int
+    alias: str, channels: Sequence[str], moment: datetime, tenants: Sequence[str], limit: int, *, lease: float = 0.0
 ) -> tuple[str | None, list[tuple[Any, ...]]]:
     """Lock up to ``limit`` due rows of the first of ``channels`` that has any, skipping rows others hold.
 
@@ -121,16 +129,23 @@ def claim(
     building the ORM query and converting its timestamps costs more than the statement. MariaDB does
     not honour SKIP LOCKED in a subquery, so the rows are selected here and deleted by id afterwards
     (:func:`delete_rows`). SQLite serialises writers instead of locking rows.
+
+    ``lease``: the claim lease in seconds (0: none, see :mod:`.lease`), on PostgreSQL set by the claim
+    statement itself, elsewhere by a statement before it.
     """
     connection = connections[alias]
-    sql = _claim_sql(connection, tenants=len(tenants))
+    in_claim = lease > 0 and connection.vendor == "postgresql"
+    if lease > 0 and not in_claim:
+        lease_setting.hold(alias, lease)
+    sql = _claim_sql(connection, tenants=len(tenants), lease=in_claim)
+    first = [lease_setting.milliseconds(lease)] if in_claim else []
     at = connection.ops.adapt_datetimefield_value(moment)
     with connection.cursor() as cursor:
         for channel in channels:
-            cursor.execute(sql, [channel, at, *tenants, limit])
+            cursor.execute(sql, [*first, channel, at, *tenants, limit])
             rows = cursor.fetchall()
             if rows:
-                return channel, rows
+                return channel, [row[:5] for row in rows] if in_claim else rows
     return None, []
 
 

@@ -15,10 +15,13 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Count
+from django.test.utils import CaptureQueriesContext
 
 from ecotone_django import command_bus
+from ecotone_django.channels.database import DatabaseConsumer
+from ecotone_django.messages import Envelope
 from ecotone_django.models import InboxEntry, OutboxMessage
 from tests.helpers.processes import wait_for
 from tests.integration.conftest import ALL_DATABASES, WorkerFactory
@@ -29,6 +32,7 @@ pytestmark = [pytest.mark.django_db(databases=ALL_DATABASES, transaction=True)]
 
 LEASE = 2.0
 BATCH = 30
+RECORD_ASYNC = "tests.testapp.messaging.record_async"
 
 
 def state(pid: int) -> str:
@@ -88,3 +92,38 @@ def test_a_stopped_workers_claim_goes_to_another_worker_after_the_lease_and_coun
     assert set(counts.values()) == {1}, {name: n for name, n in counts.items() if n != 1}
     assert InboxEntry.objects.using("big_corp").count() == BATCH + 2
     assert not OutboxMessage.objects.using("big_corp").exists()
+
+
+def _lease_ms(alias: str) -> str:
+    """The claim lease now in force on ``alias``: PostgreSQL in milliseconds, MariaDB in seconds."""
+    with connections[alias].cursor() as cursor:
+        if connections[alias].vendor == "postgresql":
+            cursor.execute("SELECT setting FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout'")
+        else:
+            cursor.execute("SELECT @@SESSION.idle_transaction_timeout")
+        return str(cursor.fetchone()[0])
+
+
+def test_the_claim_itself_holds_the_lease_on_postgresql_for_its_transaction_only() -> None:
+    if settings.ENGINE == "sqlite":
+        pytest.skip("SQLite serialises writers: no row claims, no lease")
+    with transaction.atomic(using="big_corp"):
+        command_bus.send(RecordAsync("lease-claim"), metadata={"tenant": "big_corp"})
+    consumer = DatabaseConsumer(["db_other", "db"])
+    consumer.lease = 7.5
+    postgres = connections["big_corp"].vendor == "postgresql"
+    before = _lease_ms("big_corp")
+    with transaction.atomic(using="big_corp"):
+        with CaptureQueriesContext(connections["big_corp"]) as queries:
+            [delivery] = consumer.receive("big_corp", 10)
+        assert (delivery.handler_id, delivery.channel, delivery.attempts) == (RECORD_ASYNC, "db", 0)
+        assert Envelope.decode(delivery.body).payload == {"name": "lease-claim"}
+        statements = [q["sql"] for q in queries.captured_queries]
+        if postgres:  # one statement per channel looked at (db_other had nothing), each carrying the lease
+            assert len(statements) == 2 and all("set_config" in sql for sql in statements), statements
+            assert _lease_ms("big_corp") == "7500"
+        else:  # MariaDB: the session's idle-transaction timeout, set before the claim
+            assert "idle_transaction_timeout" in statements[0] and len(statements) == 3, statements
+            assert _lease_ms("big_corp") == "8"
+    if postgres:
+        assert _lease_ms("big_corp") == before, "the lease outlived the claiming transaction"

@@ -278,6 +278,13 @@ def _extra_line(name: str, entry: dict[str, Any]) -> str:
         return (
             f"per round — baseline: {_list(samples['baseline'])}; measured: {_list(samples['measured'])}; "
             f"a raw publisher waiting for each confirm (context): {_fmt(entry['raw_one_by_one_msg_s'])} msg/s"
+            + (
+                f"; the minimal relay (bare psycopg + py-amqp, context): {_fmt(entry['minimal_relay_msg_s'])} msg/s, "
+                f"{_fmt(entry['minimal_relay_vs_baseline'])} of the baseline; ours is "
+                f"{_fmt(entry['relay_vs_minimal_relay'])} of it"
+                if "minimal_relay_msg_s" in entry
+                else ""
+            )
         )
     if name == "celery_handling_vs_bare_task" and "celery_msg_s_by_prefetch" in entry:
         by = ", ".join(f"prefetch {p}: {_fmt(v)} msg/s" for p, v in entry["celery_msg_s_by_prefetch"].items())

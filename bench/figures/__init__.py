@@ -48,7 +48,7 @@ class Sizes:
 
 FULL = Sizes(
     rounds=3,
-    relay_rows=4000,
+    relay_rows=10_000,  # 100 batches a round: fewer made the ratio swing between rounds
     celery_messages=4000,
     db_rows=10000,
     latency_messages=200,

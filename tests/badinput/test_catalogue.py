@@ -55,6 +55,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.core.checks import run_checks
+from django.db import transaction
 from django.test import override_settings
 
 from ecotone_django import command_bus, event_bus
@@ -459,8 +460,9 @@ def test_a_queue_row_edited_by_hand_into_nonsense(worker: WorkerFactory, edit: d
 
 
 def test_a_queue_row_moved_to_a_channel_nobody_consumes_stays_queued(db_lane: Lane) -> None:
-    command_bus.send(RecordAsync("moved"), metadata={"tenant": "big_corp"})
-    OutboxMessage.objects.using("big_corp").update(channel="no_such_channel")
+    with transaction.atomic(using="big_corp"):  # moved before it commits: the running worker never sees it on "db"
+        command_bus.send(RecordAsync("moved"), metadata={"tenant": "big_corp"})
+        assert OutboxMessage.objects.using("big_corp").update(channel="no_such_channel") == 1
     wait_for(db_lane.good("after the move"), message="a good message")
     assert OutboxMessage.objects.using("big_corp").filter(channel="no_such_channel").count() == 1  # not lost
     assert count(DeadLetter) == 0 and count(Record, name="moved") == 0

@@ -56,9 +56,12 @@ PUBLISH_LEASE = timedelta(seconds=5)
 
 #: A thread notifies idle consumers of a database channel (PostgreSQL NOTIFY, in the sending transaction)
 #: at most this often per database and channel. A NOTIFY makes its transaction's commit take a lock that
-#: serialises the commits of every notifying transaction, so under a stream of sends most of them leave it
-#: out: their consumer is busy then and polls again anyway. Polling remains the safety net.
-NOTIFY_INTERVAL = 0.01
+#: serialises the commits of every notifying transaction, so within a tight stream of sends most of them
+#: leave it out: their consumer is busy then and polls again anyway. A send left out whose consumer went
+#: idle meanwhile waits for the next notification or the poll, so the window is short: requests a few
+#: milliseconds apart each notify (with 10 ms, requests on a 10 ms schedule that came just under it left
+#: it out, and p99 from commit to handler start was 11.8 ms instead of 1.4 ms). Polling remains the safety net.
+NOTIFY_INTERVAL = 0.002
 
 _local = threading.local()
 

@@ -7,6 +7,7 @@ notification. Polling stays the safety net on every engine (the other integratio
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 
@@ -16,7 +17,7 @@ from django.db import connections, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
-from ecotone_django import command_bus
+from ecotone_django import command_bus, outbox
 from ecotone_django.storage.outbox import wakeup_name
 from ecotone_django.worker import Worker
 from tests.helpers.processes import wait_for
@@ -120,3 +121,22 @@ def test_a_database_found_empty_waits_its_turn_while_another_keeps_the_worker_bu
         assert Record.objects.using("big_corp").filter(name="premium").exists()
     finally:
         worker.wakeup.close()
+
+
+@postgres_only
+def test_a_send_a_few_milliseconds_after_a_notified_one_notifies_too() -> None:
+    """Requests a few milliseconds apart each wake an idle worker; only a tighter stream leaves some out.
+
+    A send left out waits for the next notification or the poll, so that window is as short as the
+    commit lock's protection allows (``outbox.NOTIFY_INTERVAL``).
+    """
+
+    def notifies(last_notified_ago: float) -> bool:
+        outbox._local.notified = {("default", "db"): time.monotonic() - last_notified_ago}
+        with CaptureQueriesContext(connections["default"]) as queries:
+            send(f"paced-{last_notified_ago}")
+        [insert] = [q["sql"] for q in queries.captured_queries if q["sql"].startswith('INSERT INTO "ecotone_outbox"')]
+        return "pg_notify" in insert
+
+    assert notifies(0.003), "a send 3 ms after a notified one must notify (a request every few ms)"
+    assert not notifies(0.0005), "within a tight stream, sends leave the NOTIFY out (the commit lock)"

@@ -74,6 +74,36 @@ def _raw_publish(tasks: list[tuple[dict[str, Any], str]]) -> float:
     return len(tasks) / elapsed
 
 
+class _Confirms:
+    """Publisher confirms on a py-amqp channel (``confirm.select``), counted as the broker's ``basic.ack``
+    frames (``multiple`` or not) arrive: one channel, one queue, so RabbitMQ confirms in publish order."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.confirmed = 0
+        self.nacked = 0
+        channel = conn.default_channel
+        channel.confirm_select()
+        channel.events["basic_ack"].add(self._on_ack)
+        channel.events["basic_nack"].add(self._on_nack)
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        self.confirmed = max(self.confirmed, delivery_tag)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        self.nacked += 1
+
+    def wait(self, sent: int) -> None:
+        """Drain the connection until the first ``sent`` messages are confirmed; raise on a nack or after 30 s."""
+        deadline = time.monotonic() + 30
+        while self.confirmed < sent and not self.nacked:
+            if time.monotonic() > deadline:
+                raise BenchError(f"the broker confirmed {self.confirmed} of {sent} messages within 30 s")
+            self.conn.drain_events(timeout=30)
+        if self.nacked:
+            raise BenchError(f"the broker refused {self.nacked} message(s)")
+
+
 def _raw_publish_batched(tasks: list[tuple[dict[str, Any], str]], batch: int) -> float:
     """Msg/s of the best raw publisher: ``batch`` messages sent, then their confirms collected, no database.
 
@@ -85,22 +115,9 @@ def _raw_publish_batched(tasks: list[tuple[dict[str, Any], str]], batch: int) ->
     from kombu import Connection
 
     purge(QUEUE_RABBIT)
-    confirmed = 0
-    nacked = 0
-
-    def on_ack(delivery_tag: int, multiple: bool) -> None:
-        nonlocal confirmed
-        confirmed = max(confirmed, delivery_tag)  # one channel, one queue: RabbitMQ confirms in publish order
-
-    def on_nack(delivery_tag: int, multiple: bool) -> None:
-        nonlocal nacked
-        nacked += 1
-
     with Connection(RABBITMQ_URL) as conn:
+        confirms = _Confirms(conn)
         channel = conn.default_channel
-        channel.confirm_select()
-        channel.events["basic_ack"].add(on_ack)
-        channel.events["basic_nack"].add(on_nack)
 
         def publish(chunk: list[tuple[dict[str, Any], str]], sent: int) -> int:
             for headers, body in chunk:
@@ -110,13 +127,7 @@ def _raw_publish_batched(tasks: list[tuple[dict[str, Any], str]], batch: int) ->
                 )  # fmt: skip
                 channel.basic_publish(message, exchange="", routing_key=QUEUE_RABBIT)
             sent += len(chunk)
-            deadline = time.monotonic() + 30
-            while confirmed < sent and not nacked:
-                if time.monotonic() > deadline:
-                    raise BenchError(f"the broker confirmed {confirmed} of {sent} messages within 30 s")
-                conn.drain_events(timeout=30)
-            if nacked:
-                raise BenchError(f"the broker refused {nacked} message(s)")
+            confirms.wait(sent)
             return sent
 
         sent = publish(tasks[:1], 0)  # warm-up: the channel open and in confirm mode before the clock starts
@@ -153,21 +164,10 @@ def _minimal_relay(n: int, batch: int) -> float:
     truncate("default")
     load_rows("default", outbox_rows(RABBIT_ROWS, n))
     vacuum_analyze("default")
-    confirmed = nacked = sent = 0
-
-    def on_ack(delivery_tag: int, multiple: bool) -> None:
-        nonlocal confirmed
-        confirmed = max(confirmed, delivery_tag)
-
-    def on_nack(delivery_tag: int, multiple: bool) -> None:
-        nonlocal nacked
-        nacked += 1
-
+    sent = 0
     with Connection(RABBITMQ_URL) as conn, connect("default") as pg:
+        confirms = _Confirms(conn)
         channel = conn.default_channel
-        channel.confirm_select()
-        channel.events["basic_ack"].add(on_ack)
-        channel.events["basic_nack"].add(on_nack)
         started = time.perf_counter()
         while True:
             with pg.transaction():
@@ -185,13 +185,7 @@ def _minimal_relay(n: int, batch: int) -> float:
                     )  # fmt: skip
                     channel.basic_publish(message, exchange="", routing_key=QUEUE_RABBIT, mandatory=True)
                 sent += len(rows)
-                deadline = time.monotonic() + 30
-                while confirmed < sent and not nacked:
-                    if time.monotonic() > deadline:
-                        raise BenchError(f"the broker confirmed {confirmed} of {sent} messages within 30 s")
-                    conn.drain_events(timeout=30)
-                if nacked:
-                    raise BenchError(f"the broker refused {nacked} message(s)")
+                confirms.wait(sent)
             if not rows:
                 break
         elapsed = time.perf_counter() - started

@@ -188,10 +188,7 @@ class Worker:
     def _timed(self, handle: Callable[[], Outcome]) -> Outcome:
         """Run ``handle`` under the time limit and feed its duration into the batch sizing."""
         started = time.monotonic()
-        if self.time_limit:
-            with TimeLimit(self.time_limit):
-                outcome = handle()
-        else:
+        with TimeLimit(self.time_limit):
             outcome = handle()
         self._seconds_per_message += (time.monotonic() - started - self._seconds_per_message) * 0.2
         return outcome

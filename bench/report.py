@@ -71,7 +71,7 @@ def plot_peers(rows: list[dict[str, Any]], path: Path) -> None:
     rows = [r for r in rows if r.get("rate") is not None]
     labels = [r["label"].replace(" (", "\n(") for r in rows]
     colors = [("tab:blue" if r["ours"] else "tab:gray") if r["family"] == "database" else
-              ("tab:green" if r["ours"] else "silver") for r in rows]  # fmt: skip
+              ("tab:green" if r["ours"] else "khaki" if r.get("yardstick") else "silver") for r in rows]  # fmt: skip
     fig, axes = plt.subplots(1, 3, figsize=(15, 5), dpi=100)
     y = list(range(len(rows)))
     axes[0].barh(y, [r["rate"] for r in rows], color=colors)
@@ -88,7 +88,10 @@ def plot_peers(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_yticklabels(labels if ax is axes[0] else [""] * len(rows), fontsize=8)
         ax.invert_yaxis()
         ax.grid(True, axis="x", alpha=0.3)
-    fig.suptitle("ecotone (blue: database channel, green: Celery channel) against the peers (gray), same workload")
+    fig.suptitle(
+        "ecotone (blue: database channel, green: Celery channel) against the peers (gray), same workload; "
+        "khaki: the broker family's yardstick (bare code, not a peer)"
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -329,6 +332,13 @@ def _extra_line(name: str, entry: dict[str, Any]) -> str:
         return (
             f"p99 {_fmt(entry['p99_ms'])} ms over {entry['messages']} sends; raw LISTEN/NOTIFY p50 "
             f"{_fmt(entry['baseline'])} ms, p99 {_fmt(entry['raw_notify_p99_ms'])} ms (context)"
+        )
+    if name == "peers_broker_p99_vs_minimal" and "p50_ms" in entry:
+        p50 = entry["p50_ms"]
+        return (
+            f"p50: yardstick {_fmt(p50['baseline'])} ms, ours {_fmt(p50['measured'])} ms; the best peer's p99 "
+            f"(context, a tool that writes no outbox row and records nothing before its handler): "
+            f"{_fmt(entry.get('best_peer_p99_ms'))} ms"
         )
     if name.startswith("peers_") and "best_peer" in entry:
         return f"best peer: `{entry['best_peer']}` (every tool in the table below)"

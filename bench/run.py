@@ -47,6 +47,7 @@ def _figures() -> dict[str, Callable[[Any], Any]]:
         "peers_db_p99_vs_best": peers.peers_db_p99,
         "peers_broker_throughput_vs_best": peers.peers_broker_throughput,
         "peers_broker_p99_vs_best": peers.peers_broker_p99,
+        "peers_broker_p99_vs_minimal": peers.peers_broker_p99_vs_minimal,
         "peers_ours_lost_doubled": peers.peers_ours_lost_doubled,
         "tasks_vs_db_worker": tasks.tasks_vs_db_worker,
     }
@@ -66,6 +67,7 @@ FIGURE_NAMES = (
     "peers_db_p99_vs_best",
     "peers_broker_throughput_vs_best",
     "peers_broker_p99_vs_best",
+    "peers_broker_p99_vs_minimal",
     "peers_ours_lost_doubled",
     "tasks_vs_db_worker",
 )

@@ -3,6 +3,8 @@
 The comparison (``bench/peers/harness.py``) runs once per bench run; its figures read the same results:
 per family, our throughput against the best peer's and our p99 against the best peer's, and lost +
 doubled effects of our two channels over every phase (crash included). Peers are reported as measured.
+On the broker side our p99 is also judged against the yardstick (``bench/peers/minimal_broker.py``): the
+least a deduplicating transactional path costs here, in bare code, measured in the same comparison.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from ..peers.config import TOOLS
 from ..peers.harness import PHASES, PeerSizes, ToolResult, run_tools
 from . import Context, Figure
 
-#: ``--peers`` narrows the comparison to these tools (our two channels are always measured).
+#: ``--peers`` narrows the comparison to these tools (our two channels and the yardstick are always measured).
 SELECTED = "peer_tools"
 RESULTS = "peer_results"
 
@@ -22,7 +24,7 @@ def results(ctx: Context) -> dict[str, ToolResult]:
     """The comparison's results, measured on first use in this run."""
     if RESULTS not in ctx.extras:
         wanted = ctx.extras.get(SELECTED) or list(TOOLS)
-        names = [n for n in TOOLS if n in wanted or TOOLS[n].ours]
+        names = [n for n in TOOLS if n in wanted or TOOLS[n].ours or TOOLS[n].yardstick]
         s = ctx.sizes
         sizes = PeerSizes(
             requests=s.peer_requests,
@@ -45,12 +47,19 @@ def _ours_and_peers(ctx: Context, family: str, metric: str) -> tuple[ToolResult,
     ours = [r for r in found.values() if r.family == family and r.ours]
     if not ours or ours[0].error:
         raise RuntimeError(f"our {family} channel was not measured: {ours[0].error if ours else 'absent'}")
-    peers = [r for r in found.values() if r.family == family and not r.ours and getattr(r, metric) is not None]
+    peers = [r for r in _peers(found, family) if getattr(r, metric) is not None]
     if not peers:
         raise RuntimeError(f"no {family}-backed peer was measured: " + "; ".join(
-            f"{r.name}: {r.error}" for r in found.values() if r.family == family and not r.ours
+            f"{r.name}: {r.error}" for r in _peers(found, family)
         ))  # fmt: skip
     return ours[0], peers
+
+
+def _peers(found: dict[str, ToolResult], family: str | None = None) -> list[ToolResult]:
+    """The peers measured (a yardstick is none)."""
+    return [
+        r for r in found.values() if not r.ours and not r.yardstick and (family is None or r.family == family)
+    ]
 
 
 def _throughput(ctx: Context, family: str) -> Figure:
@@ -104,6 +113,34 @@ def peers_broker_p99(ctx: Context) -> Figure:
     return _p99(ctx, "broker")
 
 
+def peers_broker_p99_vs_minimal(ctx: Context) -> Figure:
+    """Our broker p99 against the yardstick's: the least a deduplicating transactional path costs here."""
+    ours, _ = _ours_and_peers(ctx, "broker", "p99_ms")
+    floor = results(ctx).get("minimal_broker")
+    if floor is None or floor.error or floor.p99_ms is None:
+        raise RuntimeError(f"the yardstick was not measured: {floor.error if floor else 'absent'}")
+    assert ours.p99_ms is not None
+    interval = ctx.sizes.peer_latency_interval
+    return Figure(
+        title="Broker-backed: our p99 commit → handler start vs the minimal deduplicating path's",
+        goal="<= 1.3",
+        baseline=floor.p99_ms,
+        measured=ours.p99_ms,
+        unit="ms",
+        baseline_name=(
+            f"{floor.label}: p99, {ctx.sizes.peer_latency_messages:,} requests {interval * 1000:g} ms apart — "
+            "outbox row in the request's transaction, publish with confirm after commit, inbox row before the "
+            "handler"
+        ),
+        measured_name=f"{ours.label}: the same",
+        details={
+            "p50_ms": {"baseline": floor.p50_ms, "measured": ours.p50_ms},
+            "best_peer_p99_ms": min((r.p99_ms for r in _peers(results(ctx), "broker") if r.p99_ms), default=None),
+            "yardstick": floor.as_json(),
+        },
+    )
+
+
 def peers_ours_lost_doubled(ctx: Context) -> Figure:
     """Lost + doubled effects of our two channels over every phase, the crashes included (absolute)."""
     found = results(ctx)
@@ -112,7 +149,7 @@ def peers_ours_lost_doubled(ctx: Context) -> Figure:
     if broken:
         raise RuntimeError("; ".join(f"{r.name}: {r.error or 'incomplete'}" for r in broken))
     ours_bad = sum(p.lost + p.doubled for r in ours for p in r.phases.values())
-    peers = [r for r in found.values() if not r.ours and not r.error]
+    peers = [r for r in _peers(found) if not r.error]
     peers_bad = sum(p.lost + p.doubled for r in peers for p in r.phases.values())
     return Figure(
         title="Lost + doubled effects, our two channels, every phase (worker and requester killed -9 included)",

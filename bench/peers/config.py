@@ -26,6 +26,8 @@ class Tool:
     ours: bool
     label: str
     packages: tuple[str, ...]  # importable modules the tool needs (the bench extra installs them)
+    #: Not a peer: the least its family's promise costs, in bare code (no crash phase, never "the best peer").
+    yardstick: bool = False
 
     @property
     def database(self) -> str:
@@ -46,6 +48,14 @@ TOOLS = {
         Tool("ecotone_rabbit", "broker", True, "ecotone CeleryChannel", ("ecotone_django",)),
         Tool("celery", "broker", False, "Celery (on_commit, acks_late)", ("celery",)),
         Tool("dramatiq", "broker", False, "dramatiq (django_dramatiq)", ("dramatiq", "django_dramatiq", "pika")),
+        Tool(
+            "minimal_broker",
+            "broker",
+            False,
+            "minimal deduplicating path (bare psycopg + kombu; yardstick)",
+            ("psycopg",),  # and kombu, a dependency of the package (its module has no __spec__ to look up)
+            yardstick=True,
+        ),
     )
 }
 

@@ -9,6 +9,7 @@ For each tool, in its own database (and RabbitMQ queue):
 3. **latency**: the worker idle and warm, requests paced ``interval`` apart: commit → handler start;
 4. **crash**: requests flat out by a process that SIGKILLs itself right after its last commit, then a
    worker SIGKILLed mid-backlog and started again: lost and doubled effects, read from the database.
+   A yardstick (``Tool.yardstick``: bare code with no recovery, not a peer) skips this phase.
 
 Lost and doubled are counted in every phase; a peer's loss is a finding, reported as measured.
 """
@@ -64,6 +65,7 @@ class ToolResult:
     family: str
     ours: bool
     settings: str
+    yardstick: bool = False
     rate: float | None = None  # handled per second (drain)
     p50_ms: float | None = None  # commit → handler start
     p99_ms: float | None = None
@@ -89,7 +91,8 @@ class ToolResult:
     @property
     def correct(self) -> bool:
         """Nothing lost or doubled in any phase."""
-        return all(p.lost == 0 and p.doubled == 0 for p in self.phases.values()) and set(self.phases) == PHASES
+        expected = PHASES - {"crash"} if self.yardstick else PHASES
+        return all(p.lost == 0 and p.doubled == 0 for p in self.phases.values()) and set(self.phases) == expected
 
 
 def installed(tool: Tool) -> bool:
@@ -256,7 +259,7 @@ class ToolRun:
 
     def run(self) -> ToolResult:
         tool = self.tool
-        result = ToolResult(tool.name, tool.label, tool.family, tool.ours, SETTINGS[tool.name])
+        result = ToolResult(tool.name, tool.label, tool.family, tool.ours, SETTINGS[tool.name], tool.yardstick)
         clock = time.monotonic()
         self.setup()
         result.seconds["setup"] = round(time.monotonic() - clock, 1)
@@ -294,6 +297,8 @@ class ToolRun:
             result.p99_ms = percentile(latencies, 0.99)
         result.phases["latency"] = self.tally(after)
         result.seconds["latency"] = round(time.monotonic() - clock, 1)
+        if tool.yardstick:
+            return result
 
         clock = time.monotonic()
         result.phases["crash"] = self.crash()
@@ -329,7 +334,7 @@ def worker_command_manage() -> list[str]:
 
 
 def _failed(tool: Tool, error: str) -> ToolResult:
-    return ToolResult(tool.name, tool.label, tool.family, tool.ours, SETTINGS[tool.name], error=error)
+    return ToolResult(tool.name, tool.label, tool.family, tool.ours, SETTINGS[tool.name], tool.yardstick, error=error)
 
 
 def run_tools(names: Sequence[str], sizes: PeerSizes, log: Callable[[str], None]) -> dict[str, ToolResult]:

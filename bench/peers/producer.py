@@ -52,6 +52,10 @@ def _enqueuer(tool: str) -> Callable[[int], None]:
         from .dramatiq_actors import enqueue
 
         return enqueue
+    if tool == "minimal_broker":
+        from .minimal_broker import Enqueuer as MinimalEnqueuer
+
+        return MinimalEnqueuer()
     raise ValueError(tool)
 
 

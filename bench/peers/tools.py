@@ -34,6 +34,8 @@ def worker_command(tool: Tool) -> Sequence[str]:
         ]  # fmt: skip
     if tool.name == "dramatiq":
         return [*manage, "rundramatiq", "--processes", "1", "--threads", "1", "--queues", tool.queue]
+    if tool.name == "minimal_broker":
+        return [sys.executable, "-m", "bench.peers.minimal_broker"]
     raise ValueError(tool.name)
 
 
@@ -58,6 +60,7 @@ RECOVERY_SECONDS = {
     "dbos": 5.0,
     "celery": 3.0,
     "dramatiq": 3.0,
+    "minimal_broker": 0.0,  # no crash phase
 }
 
 
@@ -110,5 +113,11 @@ SETTINGS = {
         "(window = ours), acks after the actor returns (dramatiq's only mode), default middleware less "
         "Prometheus and django_dramatiq's AdminMiddleware (a row per message); request: "
         "`transaction.on_commit(lambda: actor.send(...))`"
+    ),
+    "minimal_broker": (
+        "yardstick, not a peer (no crash phase): bare kombu consumer, prefetch "
+        f"{PREFETCH}, per message one transaction with the inbox row (`ON CONFLICT DO NOTHING`), the handler "
+        "start and the Shipment row, then ack; request: an outbox row (SQL on Django's connection) inside "
+        "`atomic()`, on commit a persistent publish with confirm, then the row's DELETE"
     ),
 }

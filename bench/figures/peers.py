@@ -57,9 +57,7 @@ def _ours_and_peers(ctx: Context, family: str, metric: str) -> tuple[ToolResult,
 
 def _peers(found: dict[str, ToolResult], family: str | None = None) -> list[ToolResult]:
     """The peers measured (a yardstick is none)."""
-    return [
-        r for r in found.values() if not r.ours and not r.yardstick and (family is None or r.family == family)
-    ]
+    return [r for r in found.values() if not r.ours and not r.yardstick and (family is None or r.family == family)]
 
 
 def _throughput(ctx: Context, family: str) -> Figure:

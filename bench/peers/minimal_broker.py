@@ -100,7 +100,9 @@ def main() -> None:
 
     with (
         Connection(RABBITMQ_URL) as conn,
-        conn.Consumer([Queue(tool.queue, durable=True)], on_message=on_message, prefetch_count=PREFETCH, accept=["json"]),
+        conn.Consumer(
+            [Queue(tool.queue, durable=True)], on_message=on_message, prefetch_count=PREFETCH, accept=["json"]
+        ),
     ):
         print("minimal worker ready", flush=True)
         while not _stop:

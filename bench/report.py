@@ -311,12 +311,19 @@ def _extra_line(name: str, entry: dict[str, Any]) -> str:
     if name == "noisy_neighbor_p99_ratio" and "single_queue_ratio" in entry:
         s = entry["single_queue_p99_ms"]
         auto = entry.get("autocommit_sends", {})
+        pool = entry.get("pooled_p99_ms")
+        pooled = (
+            f"pooled over every round's {pool['messages_per_side']:,} premium messages a side (context): p99 "
+            f"{_fmt(pool['idle'])} ms idle → {_fmt(pool['loaded'])} ms loaded (ratio {_fmt(pool['ratio'])}); "
+            if pool
+            else ""
+        )
+        ratios = ", ".join(_ratio(r) for r in entry.get("round_ratios", []))
         return (
-            f"ratio per round: {', '.join(_ratio(r) for r in entry.get('round_ratios', []))} (judged on the worst, "
-            f"round {entry.get('worst_round')}); autocommit sends (not judged): {_fmt(auto.get('idle_p99_ms'))} → "
-            f"{_fmt(auto.get('loaded_p99_ms'))} ms (ratio {_fmt(auto.get('ratio'))}); single shared queue, same test: "
-            f"p99 {_fmt(s['idle'])} ms idle → {_fmt(s['loaded'])} ms with {entry['backlog']:,} waiting "
-            f"(ratio {_fmt(entry['single_queue_ratio'])})"
+            f"ratio per round: {ratios} (judged on the worst, round {entry.get('worst_round')}); {pooled}"
+            f"autocommit sends (not judged): {_fmt(auto.get('idle_p99_ms'))} → {_fmt(auto.get('loaded_p99_ms'))} ms "
+            f"(ratio {_fmt(auto.get('ratio'))}); single shared queue, same test: p99 {_fmt(s['idle'])} ms idle → "
+            f"{_fmt(s['loaded'])} ms with {entry['backlog']:,} waiting (ratio {_fmt(entry['single_queue_ratio'])})"
         )
     if name == "db_channel_vs_minimal_worker" and "samples" in entry:
         samples = entry["samples"]

@@ -366,11 +366,14 @@ def run_tools(names: Sequence[str], sizes: PeerSizes, log: Callable[[str], None]
         if result.error:
             log(f"  {name}: ERROR {result.error[:500]}")
         else:
+            crash = f"crash lost {result.lost} doubled {result.doubled}"
+            if tool.yardstick:
+                crash = "no crash phase (yardstick)"
             log(
                 f"  {name:16} {result.rate or 0:8,.0f}/s  p50 {result.p50_ms or 0:7.2f} ms"
                 f"  p99 {result.p99_ms or 0:8.2f} ms"
                 f"  enqueue {result.enqueue_us or 0:6.0f} µs (call {result.enqueue_call_us or 0:5.0f})"
-                f"  crash lost {result.lost} doubled {result.doubled}"
+                f"  {crash}"
                 f"  phases {', '.join(f'{k}: {v.lost}/{v.doubled}' for k, v in result.phases.items())}"
                 f"  ({result.seconds['total']:.0f} s)"
             )

@@ -39,6 +39,8 @@ logger = logging.getLogger("ecotone_django.channels.celery")
 
 #: Seconds a publish may take, from its start to the broker's last confirm (connecting included).
 PUBLISH_TIMEOUT = 2.0
+#: The argument types of ``basic.publish``: ticket, exchange, routing key, mandatory, immediate.
+_PUBLISH_ARGS = "Bssbb"
 
 
 class Publisher:
@@ -150,8 +152,16 @@ class Publisher:
         """Publish on the py-amqp channel: the message kombu's ``Producer.publish`` builds, property for
         property (the body encoded, ``priority`` 0), without the layers it passes each message through
         (its declare, retry, serializer and batch checks): 25 to 35 us of a 100 to 160 us publish in a
-        microbenchmark here, a small part of what the relay spends per row."""
-        publish, queue_name = self.channel.basic_publish, self.queue_name
+        microbenchmark here, a small part of what the relay spends per row.
+
+        Each message goes out as its ``basic.publish`` method frame, not through ``Channel.basic_publish``:
+        that one first reads the socket for a ``connection.blocked`` notice, before every message (a read
+        that finds nothing, and two changes of the socket's timeout). This publisher reads such a notice
+        where it waits for the batch's confirms, right after, and fails the publish then
+        (:class:`~ecotone_django.exceptions.BrokerBlockedError`). Batches of 100 confirmed messages, here:
+        9,400 to 10,800 messages/s through ``basic_publish``, 11,200 to 13,000 this way.
+        """
+        send, queue_name = self.channel.send_method, self.queue_name
         for row in rows:
             headers, body = task_message(row)
             message = amqp.Message(
@@ -164,7 +174,7 @@ class Publisher:
                 correlation_id=headers["id"],
                 **self.profile.message_properties(row),
             )
-            publish(message, exchange="", routing_key=queue_name, mandatory=True)
+            send(amqp.spec.Basic.Publish, _PUBLISH_ARGS, (0, "", queue_name, True, False), message)
             self._sequence += 1
             self._unconfirmed.add(self._sequence)
 

@@ -12,6 +12,7 @@ import contextlib
 import json
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -26,12 +27,31 @@ RECORD = (
     "ON CONFLICT DO NOTHING RETURNING key"
 )
 
-_stop = False
 
+def consume(queue_name: str, on_message: Callable[[Message], None], prefetch: int, ready: str) -> None:
+    """Hand every delivery of ``queue_name`` to ``on_message`` (plain kombu) until SIGTERM or SIGINT.
 
-def _on_signal(signum: int, frame: Any) -> None:
-    global _stop
-    _stop = True
+    Prints ``ready`` once the consumer is subscribed. Also the consume loop of the peer comparison's
+    yardstick (:mod:`bench.peers.minimal_broker`).
+    """
+    stop = False
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with (
+        Connection(RABBITMQ_URL) as conn,
+        conn.Consumer(
+            [Queue(queue_name, durable=True)], on_message=on_message, prefetch_count=prefetch, accept=["json"]
+        ),
+    ):
+        print(ready, flush=True)
+        while not stop:
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=0.2)
 
 
 def main() -> None:
@@ -39,8 +59,6 @@ def main() -> None:
     inbox = None
     if "--inbox" in sys.argv[2:]:
         inbox = psycopg.connect(**postgres_params(DATABASE_NAMES["default"]))  # type: ignore[arg-type]
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
 
     def on_message(message: Message) -> None:
         data = json.loads(message.body)
@@ -52,15 +70,7 @@ def main() -> None:
             inbox.commit()
         message.ack()
 
-    queue = Queue(queue_name, durable=True)
-    with (
-        Connection(RABBITMQ_URL) as conn,
-        conn.Consumer([queue], on_message=on_message, prefetch_count=1, accept=["json"]),
-    ):
-        print("ready", flush=True)
-        while not _stop:
-            with contextlib.suppress(TimeoutError):
-                conn.drain_events(timeout=0.2)
+    consume(queue_name, on_message, 1, "ready")
 
 
 if __name__ == "__main__":

@@ -15,12 +15,9 @@ nothing before their handler).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
 import time
 from functools import partial
-from typing import Any
 
 #: Created by the producer before its first request (and by the worker, idempotently).
 TABLES = (
@@ -66,21 +63,13 @@ class Enqueuer:
             cursor.execute("DELETE FROM minimal_outbox WHERE id = %s", [row_id])
 
 
-_stop = False
-
-
-def _on_signal(signum: int, frame: Any) -> None:
-    global _stop
-    _stop = True
-
-
 def main() -> None:
     import psycopg
-    from kombu import Connection, Queue
     from kombu.message import Message
 
     from ..config import postgres_params
-    from .config import RABBITMQ_URL, current
+    from ..raw_consumer import consume
+    from .config import current
     from .tools import PREFETCH
 
     tool = current()
@@ -88,8 +77,6 @@ def main() -> None:
     for statement in TABLES:
         db.execute(statement)
     db.commit()
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
 
     def on_message(message: Message) -> None:
         order_id = int(json.loads(message.body)["order_id"])
@@ -98,16 +85,7 @@ def main() -> None:
         db.commit()
         message.ack()
 
-    with (
-        Connection(RABBITMQ_URL) as conn,
-        conn.Consumer(
-            [Queue(tool.queue, durable=True)], on_message=on_message, prefetch_count=PREFETCH, accept=["json"]
-        ),
-    ):
-        print("minimal worker ready", flush=True)
-        while not _stop:
-            with contextlib.suppress(TimeoutError):
-                conn.drain_events(timeout=0.2)
+    consume(tool.queue, on_message, PREFETCH, "minimal worker ready")
 
 
 if __name__ == "__main__":

@@ -88,12 +88,6 @@ class ToolResult:
             data["request_without_enqueue_us"] = round(data["request_without_enqueue_us"], 3)
         return data
 
-    @property
-    def correct(self) -> bool:
-        """Nothing lost or doubled in any phase."""
-        expected = PHASES - {"crash"} if self.yardstick else PHASES
-        return all(p.lost == 0 and p.doubled == 0 for p in self.phases.values()) and set(self.phases) == expected
-
 
 def installed(tool: Tool) -> bool:
     return all(importlib.util.find_spec(module) is not None for module in tool.packages)

@@ -25,6 +25,7 @@ class Sizes:
     relay_rows: int
     celery_messages: int
     db_rows: int
+    db_rounds: int  # minimal worker / consume_channel pairs, alternating which goes first
     latency_messages: int
     latency_interval: float
     noisy_backlogs: tuple[int, ...]
@@ -51,6 +52,7 @@ FULL = Sizes(
     relay_rows=10_000,  # 100 batches a round: fewer made the ratio swing between rounds
     celery_messages=4000,
     db_rows=10000,
+    db_rounds=6,
     latency_messages=200,
     latency_interval=0.01,
     noisy_backlogs=(0, 10_000, 50_000, 100_000),
@@ -77,6 +79,7 @@ QUICK = Sizes(
     relay_rows=500,
     celery_messages=500,
     db_rows=2000,
+    db_rounds=2,
     latency_messages=50,
     latency_interval=0.01,
     noisy_backlogs=(0, 2_000, 10_000),

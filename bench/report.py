@@ -318,9 +318,16 @@ def _extra_line(name: str, entry: dict[str, Any]) -> str:
             if pool
             else ""
         )
+        control = entry.get("control_idle_vs_idle")
+        noise = (
+            f"control, no backlog on either side (the machine's own noise): worst round "
+            f"{_fmt(control['worst'])}, pooled {_fmt(control['pooled_ratio'])}; "
+            if control
+            else ""
+        )
         ratios = ", ".join(_ratio(r) for r in entry.get("round_ratios", []))
         return (
-            f"ratio per round: {ratios} (judged on the worst, round {entry.get('worst_round')}); {pooled}"
+            f"ratio per round: {ratios} (judged on the worst, round {entry.get('worst_round')}); {pooled}{noise}"
             f"autocommit sends (not judged): {_fmt(auto.get('idle_p99_ms'))} → {_fmt(auto.get('loaded_p99_ms'))} ms "
             f"(ratio {_fmt(auto.get('ratio'))}); single shared queue, same test: p99 {_fmt(s['idle'])} ms idle → "
             f"{_fmt(s['loaded'])} ms with {entry['backlog']:,} waiting (ratio {_fmt(entry['single_queue_ratio'])})"

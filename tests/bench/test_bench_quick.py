@@ -73,6 +73,16 @@ def test_quick_run_writes_every_figure(tmp_path):
         assert isinstance(entry["goal"], str) and entry["goal"].split()[0] in (">=", "<="), name
         assert isinstance(entry["unit"], str) and entry["unit"], name
     assert results["worker_rss_100k_vs_1k"]["quick"] is True  # the smaller quick numbers are said so
+    # The noisy-neighbour control: a third, again idle, burst per round, its ratios reported beside the figure.
+    noisy = results["noisy_neighbor_p99_ratio"]
+    control = noisy["control_idle_vs_idle"]
+    assert len(control["round_ratios"]) == noisy["rounds"] == len(noisy["round_ratios"])
+    assert all(r > 0 for r in control["round_ratios"]) and control["pooled_ratio"] > 0
+    assert control["worst"] == pytest.approx(max(control["round_ratios"]), abs=0.001)
+    # The database figure's pairs: one sample a side per round, each side first in every other round.
+    db = results["db_channel_vs_minimal_worker"]
+    assert db["rounds"] >= 2
+    assert len(db["samples"]["baseline"]) == len(db["samples"]["measured"]) == db["rounds"]
 
     report = (tmp_path / "BENCHMARKS.md").read_text()
     assert all(f"`{name}`" in report for name in FIGURES)

@@ -360,9 +360,9 @@ def run_tools(names: Sequence[str], sizes: PeerSizes, log: Callable[[str], None]
         if result.error:
             log(f"  {name}: ERROR {result.error[:500]}")
         else:
-            crash = f"crash lost {result.lost} doubled {result.doubled}"
-            if tool.yardstick:
-                crash = "no crash phase (yardstick)"
+            crash = (
+                "no crash phase (yardstick)" if tool.yardstick else f"crash lost {result.lost} doubled {result.doubled}"
+            )
             log(
                 f"  {name:16} {result.rate or 0:8,.0f}/s  p50 {result.p50_ms or 0:7.2f} ms"
                 f"  p99 {result.p99_ms or 0:8.2f} ms"
